@@ -1,0 +1,181 @@
+"""Oracle speed next to PyTorch's own float64 convolution (a benchmark, not a test).
+
+    python benchmarks/oracle_bench.py [--repeat N] [--quick]
+
+For each problem it prints the oracle's median time, PyTorch float64's on the
+same problem (same operation: forward, transposed or the three backward
+products), their ratio, the oracle's GFLOP/s, and the oracle's peak extra memory
+(tracemalloc, which sees numpy's buffers) as a multiple of input + weight +
+output.  The numpy float64 matmul rate measured in the same run is the ceiling
+the per-tap contractions can approach.  Targets (README): median ratio <= 1.0 on
+medium and large problems, <= 100 us per call on tiny ones, peak extra memory
+<= 3x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from conformance import oracle
+from conformance.spec import ConvSpec
+
+# (size class, operation, spec)
+PROBLEMS: list[tuple[str, str, ConvSpec]] = [
+    ("tiny", "forward", ConvSpec(in_channels=2, out_channels=3, input_size=(6, 5), kernel_size=(3, 2))),
+    ("tiny", "forward", ConvSpec(in_channels=3, out_channels=2, input_size=(9,), kernel_size=(3,), stride=2)),
+    ("tiny", "transposed", ConvSpec(in_channels=2, out_channels=2, input_size=(4, 3), kernel_size=(2, 3),
+                                    stride=(2, 1), transposed=True)),
+    ("tiny", "backward", ConvSpec(in_channels=2, out_channels=2, input_size=(5, 4), kernel_size=(2, 2))),
+    ("medium", "forward", ConvSpec(batch=4, in_channels=32, out_channels=32, input_size=(28, 24), kernel_size=(3, 3),
+                                   padding=1)),
+    ("medium", "forward", ConvSpec(batch=4, in_channels=64, out_channels=64, input_size=(20, 18), kernel_size=(3, 3),
+                                   padding=1, groups=64)),
+    ("medium", "forward", ConvSpec(batch=2, in_channels=16, out_channels=24, input_size=(9, 10, 8),
+                                   kernel_size=(3, 3, 3), dilation=(2, 1, 1), padding=((2, 2), (1, 1), (1, 1)))),
+    ("medium", "forward", ConvSpec(batch=8, in_channels=32, out_channels=48, input_size=(200,), kernel_size=(5,),
+                                   dilation=(3,), groups=4, padding_mode="reflect", padding=6)),
+    ("medium", "transposed", ConvSpec(batch=4, in_channels=32, out_channels=16, input_size=(14, 12),
+                                      kernel_size=(4, 4), stride=2, padding=1, transposed=True)),
+    ("medium", "backward", ConvSpec(batch=4, in_channels=32, out_channels=32, input_size=(20, 18),
+                                    kernel_size=(3, 3), padding=1)),
+    ("large", "forward", ConvSpec(batch=8, in_channels=64, out_channels=64, input_size=(56, 48), kernel_size=(3, 3),
+                                  padding=1)),
+    ("large", "forward", ConvSpec(batch=4, in_channels=128, out_channels=128, input_size=(28, 30), kernel_size=(3, 3),
+                                  stride=(2, 1), padding=1, groups=2)),
+    ("large", "transposed", ConvSpec(batch=4, in_channels=64, out_channels=32, input_size=(28, 26),
+                                     kernel_size=(4, 3), stride=(2, 1), padding=1, transposed=True)),
+    ("large", "backward", ConvSpec(batch=8, in_channels=64, out_channels=64, input_size=(28, 24), kernel_size=(3, 3),
+                                   padding=1)),
+    ("large", "forward", ConvSpec(batch=2, in_channels=32, out_channels=32, input_size=(16, 18, 14),
+                                  kernel_size=(3, 3, 3), padding=1)),
+]
+
+
+def _data(spec: ConvSpec):
+    rng = np.random.default_rng(0)
+    return (rng.standard_normal(spec.input_shape), rng.standard_normal(spec.weight_shape),
+            rng.standard_normal(spec.bias_shape) if spec.bias else None, rng.standard_normal(spec.output_shape))
+
+
+def _oracle_call(op: str, spec: ConvSpec, x, w, b, gy):
+    if op == "backward":
+        return lambda: oracle.backward(spec, x, w, gy)
+    return lambda: oracle.forward(spec, x, w, b)
+
+
+def _torch_call(op: str, spec: ConvSpec, x, w, b, gy):
+    import torch
+
+    from tests import torch_reference
+
+    tx, tw = torch.from_numpy(x), torch.from_numpy(w)
+    tb = None if b is None else torch.from_numpy(b)
+    if op == "backward":
+        tgy = torch.from_numpy(gy)
+
+        def run():
+            args = [None if t is None else t.detach().requires_grad_() for t in (tx, tw, tb)]
+            torch_reference.run(spec, *args).backward(tgy)
+
+        return run
+
+    def run_forward():
+        with torch.no_grad():
+            torch_reference.run(spec, tx, tw, tb)
+
+    return run_forward
+
+
+def _median_times(first, second, repeat: int) -> tuple[float, float]:
+    """Median seconds of two callables, timed alternately so that drift hits both alike."""
+    first(), second()  # warm-up: first-call allocation, dispatch and thread start
+    times: tuple[list[float], list[float]] = ([], [])
+    budget = time.perf_counter() + 3.0
+    for _ in range(repeat):
+        for fn, out in zip((first, second), times):
+            start = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - start)
+        if time.perf_counter() > budget and len(times[0]) >= 5:
+            break
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
+def _peak_extra(fn) -> int:
+    """Peak bytes a cold call allocates (scratch buffers emptied first), results included."""
+    oracle._scratch.clear()
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    base, _ = tracemalloc.get_traced_memory()
+    fn()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return peak - base
+
+
+def _flops(op: str, spec: ConvSpec) -> float:
+    return 2.0 * spec.macs * (2 if op == "backward" else 1)
+
+
+def matmul_gflops() -> float:
+    a = np.random.default_rng(0).standard_normal((512, 512))
+    seconds, _ = _median_times(lambda: a @ a, lambda: None, 20)
+    return 2 * 512**3 / seconds / 1e9
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeat", type=int, default=50, help="timed calls per problem (capped at ~2 s each)")
+    parser.add_argument("--quick", action="store_true", help="tiny and medium problems only")
+    args = parser.parse_args(argv)
+    try:
+        import torch
+
+        torch_version = torch.__version__
+    except ImportError:
+        torch = None
+        torch_version = "not installed"
+    blas = matmul_gflops()
+    print(f"numpy {np.__version__}, torch {torch_version}, float64 matmul 512x512: {blas:.1f} GFLOP/s")
+    header = f"{'class':<7}{'op':<11}{'problem':<64}{'oracle':>10}{'torch':>10}{'ratio':>7}{'GFLOP/s':>9}{'mem':>6}"
+    print(header)
+    print("-" * len(header))
+    ratios: dict[str, list[float]] = {}
+    tiny_times = []
+    for size, op, spec in PROBLEMS:
+        if args.quick and size == "large":
+            continue
+        spec.validate()
+        x, w, b, gy = _data(spec)
+        theirs_call = _torch_call(op, spec, x, w, b, gy) if torch else (lambda: None)
+        ours, theirs = _median_times(_oracle_call(op, spec, x, w, b, gy), theirs_call, args.repeat)
+        theirs = theirs if torch else math.nan
+        tensors = sum(a.nbytes for a in (x, w, b, gy) if a is not None)
+        if op == "backward":  # the three gradients are outputs too
+            tensors += x.nbytes + w.nbytes
+        extra = _peak_extra(_oracle_call(op, spec, x, w, b, gy)) / tensors
+        ratio = ours / theirs
+        ratios.setdefault(size, []).append(ratio)
+        if size == "tiny":
+            tiny_times.append(ours)
+        print(f"{size:<7}{op:<11}{spec.descriptor():<64}{ours * 1e3:>8.3f}ms{theirs * 1e3:>8.3f}ms"
+              f"{ratio:>7.2f}{_flops(op, spec) / ours / 1e9:>9.2f}{extra:>5.1f}x")
+    print()
+    for size, values in ratios.items():
+        print(f"median oracle/torch ratio, {size}: {statistics.median(values):.2f}")
+    print(f"slowest tiny call: {max(tiny_times) * 1e6:.0f} us")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""The console script, run as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "conformance.cli", *args], capture_output=True, text=True)
+
+
+def test_describe_prints_the_shapes():
+    done = _run("describe", "conv2d_mb2_ic4_oc6_g2_i9x7_k3x2_s2x1_d1x2_p1x0_pe0x1")
+    assert done.returncode == 0, done.stderr
+    facts = json.loads(done.stdout)
+    assert facts["output_shape"] == [2, 6, 4, 6]
+    assert facts["reduction_length"] == 12
+
+
+def test_an_invalid_problem_names_its_rule_and_exits_2():
+    done = _run("describe", "conv2d_mb1_ic1_oc1_i5x5_k3x3_s2x2_psame")
+    assert done.returncode == 2
+    assert "same_requires_stride_1" in done.stdout
+
+
+def test_an_unreadable_problem_exits_2():
+    done = _run("describe", "not-a-descriptor")
+    assert done.returncode == 2
+    assert "cannot read" in done.stderr
+
+
+def test_bad_usage_exits_2():
+    assert _run("frobnicate").returncode == 2
