@@ -204,13 +204,17 @@ class ConvSpec:
     def reduction_length(self) -> int:
         """Most products summed into one output element (bias not counted).
 
-        Forward: ``in_channels/groups * prod(kernel)``.  Transposed: each output
-        position gathers ``in_channels/groups`` channels times the taps that land
-        on it, at most ``prod(ceil(kernel/stride))`` of them.
+        Forward: ``in_channels/groups * prod(kernel)``.  Transposed: an output
+        position gathers ``in_channels/groups`` channels times the taps ``t`` with
+        ``t*dilation`` in one residue class mod ``stride``; those recur every
+        ``stride/gcd(stride, dilation)`` taps, so at most
+        ``ceil(kernel * gcd(stride, dilation) / stride)`` taps per axis.
         """
         cin_g = self.in_channels // self.groups
         if self.transposed:
-            return cin_g * math.prod(-(-k // s) for k, s in zip(self.kernel_size, self.stride))
+            return cin_g * math.prod(
+                -(-k * math.gcd(s, d) // s) for k, s, d in zip(self.kernel_size, self.stride, self.dilation)
+            )
         return cin_g * math.prod(self.kernel_size)
 
     @property

@@ -43,7 +43,8 @@ def test_transposed_shapes():
     assert spec.weight_shape == (4, 3, 3, 2)
     # (3-1)*2 - 1 - 0 + 3 + 1 = 7;  (5-1)*3 - 0 - 2 + 2 + 2 = 14
     assert spec.output_size == (7, 14)
-    assert spec.reduction_length == 2 * 2 * 1  # ceil(3/2) * ceil(2/3) taps per output
+    assert spec.reduction_length == 2 * 2 * 1  # ceil(3*1/2) * ceil(2*1/3) taps per output
+    assert spec.replace(stride=2, dilation=2, output_padding=0).reduction_length == 2 * 3 * 2
 
 
 def test_same_padding_uses_the_dilated_extent_and_puts_the_extra_after():
