@@ -422,45 +422,58 @@ _WORDS = {
 }
 
 
+def _free(text: str) -> str:
+    """A free-form value (an unknown dtype, layout or mode) with '_' kept off the separator."""
+    return str(text).replace("_", "~")
+
+
 def _axes(values: tuple[int, ...]) -> str:
     return "x".join(str(v) for v in values)
 
 
 def format_descriptor(spec: ConvSpec) -> str:
     op = "convtr" if spec.transposed else "conv"
-    tokens = [f"{op}{spec.dims}d", f"mb{spec.batch}", f"ic{spec.in_channels}", f"oc{spec.out_channels}"]
+    dims = spec.dims
+    tokens = [f"{op}{dims}d", f"mb{spec.batch}", f"ic{spec.in_channels}", f"oc{spec.out_channels}"]
     if spec.groups != 1:
         tokens.append(f"g{spec.groups}")
     tokens += [f"i{_axes(spec.input_size)}", f"k{_axes(spec.kernel_size)}"]
-    if any(s != 1 for s in spec.stride):
+    # A field is printed when it differs from its default *for this rank*, so a
+    # rank mismatch (an invalid spec) still shows.
+    if spec.stride != (1,) * dims:
         tokens.append(f"s{_axes(spec.stride)}")
-    if any(d != 1 for d in spec.dilation):
+    if spec.dilation != (1,) * dims:
         tokens.append(f"d{_axes(spec.dilation)}")
-    if isinstance(spec.padding, str):
+    if spec.padding in PADDING_STRINGS:
         tokens.append(f"p{spec.padding}")
+    elif isinstance(spec.padding, str):
+        tokens.append(f"ptext-{_free(spec.padding)}")
     else:
         before = tuple(p[0] for p in spec.padding)
         after = tuple(p[1] for p in spec.padding)
-        if any(before):
+        if before != (0,) * dims:
             tokens.append(f"p{_axes(before)}")
         if after != before:
             tokens.append(f"pe{_axes(after)}")
-    if any(spec.output_padding):
+    if spec.output_padding != (0,) * dims:
         tokens.append(f"op{_axes(spec.output_padding)}")
-    if spec.padding_mode != "zeros":
-        tokens.append(spec.padding_mode)
+    if spec.padding_mode in PADDING_MODES:
+        if spec.padding_mode != "zeros":
+            tokens.append(spec.padding_mode)
+    else:
+        tokens.append(f"mode-{_free(spec.padding_mode)}")
     if not spec.bias:
         tokens.append("nobias")
     if spec.dtype != "float32":
-        tokens.append(_DTYPE_TOKENS.get(spec.dtype, f"dt-{spec.dtype}"))
+        tokens.append(_DTYPE_TOKENS.get(spec.dtype, f"dt-{_free(spec.dtype)}"))
     if spec.layout != "contiguous":
-        tokens.append(_LAYOUT_TOKENS.get(spec.layout, f"layout-{spec.layout}"))
+        tokens.append(_LAYOUT_TOKENS.get(spec.layout, f"layout-{_free(spec.layout)}"))
     if spec.device != "cpu":
         tokens.append(f"@{spec.device}")
     return "_".join(tokens)
 
 
-_OP = re.compile(r"(conv|convtr)([123])d")
+_OP = re.compile(r"(conv|convtr)(\d+)d")
 _NUMBER_TOKENS = {"mb": "batch", "ic": "in_channels", "oc": "out_channels", "g": "groups"}
 _AXES_TOKENS = {
     "i": "input_size",
@@ -471,7 +484,7 @@ _AXES_TOKENS = {
     "pe": "padding_after",
     "op": "output_padding",
 }
-_TOKEN = re.compile(r"(mb|ic|oc|g)(\d+)|(i|k|s|d|pe|op|p)(\d+(?:x\d+)*)")
+_TOKEN = re.compile(r"(mb|ic|oc|g)(-?\d+)|(i|k|s|d|pe|op|p)(-?\d+(?:x-?\d+)*)?")
 
 
 def parse_descriptor(text: str) -> ConvSpec:
@@ -489,14 +502,18 @@ def parse_descriptor(text: str) -> ConvSpec:
         elif token.startswith("@"):
             values["device"] = token[1:]
         elif token.startswith("dt-"):
-            values["dtype"] = token[3:]
+            values["dtype"] = token[3:].replace("~", "_")
         elif token.startswith("layout-"):
-            values["layout"] = token[7:]
+            values["layout"] = token[7:].replace("~", "_")
+        elif token.startswith("ptext-"):
+            values["padding"] = token[6:].replace("~", "_")
+        elif token.startswith("mode-"):
+            values["padding_mode"] = token[5:].replace("~", "_")
         elif m := _TOKEN.fullmatch(token):
             if m.group(1):
                 values[_NUMBER_TOKENS[m.group(1)]] = int(m.group(2))
             else:
-                values[_AXES_TOKENS[m.group(3)]] = tuple(int(v) for v in m.group(4).split("x"))
+                values[_AXES_TOKENS[m.group(3)]] = tuple(int(v) for v in (m.group(4) or "").split("x") if v)
         else:
             raise ValueError(f"descriptor {text!r}: unknown token {token!r}")
     for required in ("batch", "in_channels", "out_channels", "input_size", "kernel_size"):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
 
 from conformance.spec import RULES, ConvSpec, InvalidSpec, parse_descriptor
+from conformance.strategies import conv_specs, invalid_conv_specs
 
 ISSUE_EXAMPLE = ConvSpec(
     batch=2, in_channels=4, out_channels=6, input_size=(9, 7), kernel_size=(3, 2), stride=(2, 1),
@@ -97,7 +99,7 @@ def test_descriptor_prints_only_non_defaults_beyond_the_essentials():
     assert ISSUE_EXAMPLE.descriptor() == "conv2d_mb2_ic4_oc6_g2_i9x7_k3x2_s2x1_d1x2_p1x0_pe0x1"
 
 
-@pytest.mark.parametrize("text", ["conv4d_mb1_ic1_oc1_i3_k1", "conv1d_mb1_ic1_oc1_i3", "conv1d_mb1_ic1_oc1_i3_k1_zz9",
+@pytest.mark.parametrize("text", ["conv_mb1_ic1_oc1_i3_k1", "conv1d_mb1_ic1_oc1_i3", "conv1d_mb1_ic1_oc1_i3_k1_zz9",
                                   "conv2d_mb1_ic1_oc1_i3_k1"])
 def test_malformed_descriptors_are_rejected(text):
     with pytest.raises(ValueError, match="descriptor"):
@@ -156,3 +158,17 @@ def test_pytorch_limits_on_padding_modes():
     assert ok.is_valid()
     assert not BASE.replace(padding_mode="reflect", padding=((5, 0), (0, 0))).replace(
         input_size=(5, 5)).is_valid()
+
+
+@settings(max_examples=300, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(conv_specs())
+def test_every_generated_problem_round_trips_through_its_descriptor(spec):
+    assert parse_descriptor(spec.descriptor()) == spec
+
+
+@settings(max_examples=300, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(invalid_conv_specs())
+def test_invalid_problems_round_trip_too(case):
+    # Repro scripts and test ids of error-conformance cases name invalid problems.
+    spec, _ = case
+    assert parse_descriptor(spec.descriptor()) == spec
