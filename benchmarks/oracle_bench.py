@@ -96,19 +96,23 @@ def _torch_call(op: str, spec: ConvSpec, x, w, b, gy):
     return run_forward
 
 
-def _median_times(first, second, repeat: int) -> tuple[float, float]:
-    """Median seconds of two callables, timed alternately so that drift hits both alike."""
-    first(), second()  # warm-up: first-call allocation, dispatch and thread start
-    times: tuple[list[float], list[float]] = ([], [])
-    budget = time.perf_counter() + 3.0
+def _median_time(fn, repeat: int) -> float:
+    """Median seconds of ``fn`` over a block of calls.
+
+    Blocks, not interleaved calls: OpenMP (torch) and OpenBLAS (numpy) worker
+    threads spin for a while after each parallel region, so alternating the two
+    libraries makes each one's spinning threads steal the other's core.
+    """
+    fn()  # warm-up: first-call allocation, dispatch and thread start
+    times = []
+    budget = time.perf_counter() + 2.0
     for _ in range(repeat):
-        for fn, out in zip((first, second), times):
-            start = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - start)
-        if time.perf_counter() > budget and len(times[0]) >= 5:
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+        if time.perf_counter() > budget and len(times) >= 5:
             break
-    return statistics.median(times[0]), statistics.median(times[1])
+    return statistics.median(times)
 
 
 def _peak_extra(fn) -> int:
@@ -129,7 +133,7 @@ def _flops(op: str, spec: ConvSpec) -> float:
 
 def matmul_gflops() -> float:
     a = np.random.default_rng(0).standard_normal((512, 512))
-    seconds, _ = _median_times(lambda: a @ a, lambda: None, 20)
+    seconds = _median_time(lambda: a @ a, 20)
     return 2 * 512**3 / seconds / 1e9
 
 
@@ -157,9 +161,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         spec.validate()
         x, w, b, gy = _data(spec)
-        theirs_call = _torch_call(op, spec, x, w, b, gy) if torch else (lambda: None)
-        ours, theirs = _median_times(_oracle_call(op, spec, x, w, b, gy), theirs_call, args.repeat)
-        theirs = theirs if torch else math.nan
+        ours = _median_time(_oracle_call(op, spec, x, w, b, gy), args.repeat)
+        theirs = _median_time(_torch_call(op, spec, x, w, b, gy), args.repeat) if torch else math.nan
         tensors = sum(a.nbytes for a in (x, w, b, gy) if a is not None)
         if op == "backward":  # the three gradients are outputs too
             tensors += x.nbytes + w.nbytes

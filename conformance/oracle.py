@@ -164,10 +164,12 @@ def _unpad(spec: ConvSpec, grad_padded: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------- taps, layout
 
-# Taps are contracted a few at a time: enough of them that a BLAS call has a
-# useful inner dimension (channels x taps), few enough that their windows never
-# take more memory than the problem's own tensors (no whole-problem im2col).
-_USEFUL_INNER = 256
+# The products are contracted in chunks of (batch items x kernel taps): as many
+# taps as fit, so that a BLAS call's inner dimension (channels x taps) is as
+# long as possible, then as many batch items as fit, with the chunk's columns
+# never taking more memory than the problem's own tensors (so there is no
+# im2col buffer for the whole problem).
+Chunk = tuple[slice, int, list[tuple[slice, ...]]]
 
 
 def _taps(spec: ConvSpec, counts: tuple[int, ...]) -> list[tuple[slice, ...]]:
@@ -178,13 +180,18 @@ def _taps(spec: ConvSpec, counts: tuple[int, ...]) -> list[tuple[slice, ...]]:
     ]
 
 
-def _chunks(spec: ConvSpec, counts: tuple[int, ...], channels: int) -> list[tuple[int, list[tuple[slice, ...]]]]:
-    """Consecutive runs of taps ``(first tap, windows)`` to contract in one matmul."""
+def _chunks(spec: ConvSpec, counts: tuple[int, ...], channels: int) -> list[Chunk]:
+    """``(batch items, first tap, tap windows)`` per matmul; all taps of a batch block in order."""
     windows = _taps(spec, counts)
-    per_tap = spec.groups * channels * spec.batch * math.prod(counts)
+    per_item_tap = max(spec.groups * channels * math.prod(counts), 1)
     budget = math.prod(spec.input_shape) + math.prod(spec.weight_shape) + math.prod(spec.output_shape)
-    size = max(1, min(len(windows), -(-_USEFUL_INNER // channels), budget // max(per_tap, 1)))
-    return [(first, windows[first : first + size]) for first in range(0, len(windows), size)]
+    taps = max(1, min(len(windows), budget // per_item_tap))
+    items = max(1, min(spec.batch, budget // (per_item_tap * taps)))
+    return [
+        (slice(n, min(n + items, spec.batch)), first, windows[first : first + taps])
+        for n in range(0, spec.batch, items)
+        for first in range(0, len(windows), taps)
+    ]
 
 
 def _grouped(a: np.ndarray, groups: int) -> np.ndarray:
@@ -208,19 +215,21 @@ def _scatter(cols: np.ndarray, windows: list[tuple[slice, ...]], dst: np.ndarray
         dst[(..., *window)] += cols[:, :, i * c : (i + 1) * c]
 
 
-def _buffer(spec: ConvSpec, chunks: list, channels: int, counts: tuple[int, ...]) -> np.ndarray:
-    """Room for the widest chunk's columns: (N, G, taps*channels, positions)."""
-    widest = max(len(windows) for _, windows in chunks)
-    return _scratch.get("columns", (spec.batch, spec.groups, widest * channels, math.prod(counts)))
+def _buffer(spec: ConvSpec, chunks: list[Chunk], channels: int, counts: tuple[int, ...]) -> np.ndarray:
+    """Room for the largest chunk's columns: (items, G, taps*channels, positions)."""
+    items = max((c[0].stop - c[0].start for c in chunks), default=0)
+    taps = max((len(c[2]) for c in chunks), default=0)
+    return _scratch.get("columns", (items, spec.groups, taps * channels, math.prod(counts)))
 
 
-def _columns(buffer: np.ndarray, k: int, counts: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """The first ``k`` rows of ``buffer``, flat and with spatial axes: two views of the same memory.
+def _columns(buffer: np.ndarray, chunk: Chunk, channels: int, counts: tuple[int, ...]) -> tuple[np.ndarray, ...]:
+    """The chunk's block of ``buffer``, flat and with spatial axes: two views of the same memory.
 
     Splitting the contiguous last axis is always a view, so writes through either
     (a gather, or a matmul's ``out=``) land in the buffer.
     """
-    flat = buffer[:, :, :k]
+    items, _, windows = chunk
+    flat = buffer[: items.stop - items.start, :, : len(windows) * channels]
     return flat, flat.reshape(*flat.shape[:3], *counts)
 
 
@@ -249,16 +258,16 @@ def _correlate(spec: ConvSpec, x: np.ndarray, w: np.ndarray) -> np.ndarray:
     chunks = _chunks(spec, spec.output_size, cg)
     buffer = _buffer(spec, chunks, cg, spec.output_size)
     out = np.empty((spec.batch, g, og, math.prod(spec.output_size)))
-    partial = _scratch.get("partial", out.shape)
-    for first, windows in chunks:
-        k = len(windows) * cg
-        cols, spatial = _columns(buffer, k, spec.output_size)
-        _gather(xg, windows, spatial)
-        weights = wk[:, :, first * cg : first * cg + k]
+    partial = _scratch.get("partial", (buffer.shape[0], g, og, out.shape[3]))
+    for chunk in chunks:
+        items, first, windows = chunk
+        cols, spatial = _columns(buffer, chunk, cg, spec.output_size)
+        _gather(xg[items], windows, spatial)
+        weights = wk[:, :, first * cg : (first + len(windows)) * cg]
         if first == 0:
-            np.matmul(weights, cols, out=out)
+            np.matmul(weights, cols, out=out[items])
         else:
-            out += np.matmul(weights, cols, out=partial)
+            out[items] += np.matmul(weights, cols, out=partial[: cols.shape[0]])
     return out.reshape(spec.output_shape)
 
 
@@ -289,11 +298,11 @@ def _transposed(spec: ConvSpec, x: np.ndarray, w: np.ndarray) -> np.ndarray:
     full = _scratch.get("full", (spec.batch, g, og, *_transposed_extent(spec)), zero=True)
     chunks = _chunks(spec, spec.input_size, og)
     buffer = _buffer(spec, chunks, og, spec.input_size)
-    for first, windows in chunks:
-        k = len(windows) * og
-        cols, spatial = _columns(buffer, k, spec.input_size)
-        np.matmul(wt[:, first * og : first * og + k], xg, out=cols)
-        _scatter(spatial, windows, full)
+    for chunk in chunks:
+        items, first, windows = chunk
+        cols, spatial = _columns(buffer, chunk, og, spec.input_size)
+        np.matmul(wt[:, first * og : (first + len(windows)) * og], xg[items], out=cols)
+        _scatter(spatial, windows, full[items])
     return full[(..., *_crop(spec))].copy().reshape(spec.output_shape)  # full is scratch
 
 
@@ -309,15 +318,15 @@ def _correlate_grads(spec: ConvSpec, x: np.ndarray, w: np.ndarray, gy: np.ndarra
     grad_padded = np.zeros(xg.shape)
     chunks = _chunks(spec, spec.output_size, cg)
     buffer = _buffer(spec, chunks, cg, spec.output_size)
-    for first, windows in chunks:
-        k = len(windows) * cg
-        block = slice(first * cg, first * cg + k)
-        cols, spatial = _columns(buffer, k, spec.output_size)
-        _gather(xg, windows, spatial)
+    for chunk in chunks:
+        items, first, windows = chunk
+        block = slice(first * cg, (first + len(windows)) * cg)
+        cols, spatial = _columns(buffer, chunk, cg, spec.output_size)
+        _gather(xg[items], windows, spatial)
         # grad_weight sums over the batch as well as the positions.
-        gw[:, :, block] = (gyg @ _swap(cols)).sum(axis=0)
-        np.matmul(_swap(wk[:, :, block]), gyg, out=cols)
-        _scatter(spatial, windows, grad_padded)
+        gw[:, :, block] += (gyg[items] @ _swap(cols)).sum(axis=0)
+        np.matmul(_swap(wk[:, :, block]), gyg[items], out=cols)
+        _scatter(spatial, windows, grad_padded[items])
     gw = gw.reshape(g, og, -1, cg).transpose(0, 1, 3, 2).reshape(spec.weight_shape)
     return _unpad(spec, grad_padded.reshape(spec.batch, spec.in_channels, *grad_padded.shape[3:])), gw
 
@@ -333,13 +342,13 @@ def _transposed_grads(spec: ConvSpec, x: np.ndarray, w: np.ndarray, gy: np.ndarr
     gw = np.zeros(wt.shape)
     chunks = _chunks(spec, spec.input_size, og)
     buffer = _buffer(spec, chunks, og, spec.input_size)
-    for first, windows in chunks:
-        k = len(windows) * og
-        block = slice(first * og, first * og + k)
-        cols, spatial = _columns(buffer, k, spec.input_size)
-        _gather(full, windows, spatial)
-        gx += _swap(wt[:, block]) @ cols
-        gw[:, block] = (cols @ _swap(xg)).sum(axis=0)
+    for chunk in chunks:
+        items, first, windows = chunk
+        block = slice(first * og, (first + len(windows)) * og)
+        cols, spatial = _columns(buffer, chunk, og, spec.input_size)
+        _gather(full[items], windows, spatial)
+        gx[items] += _swap(wt[:, block]) @ cols
+        gw[:, block] += (cols @ _swap(xg[items])).sum(axis=0)
     gw = gw.reshape(g, -1, og, wt.shape[2]).transpose(0, 3, 2, 1).reshape(spec.weight_shape)
     return gx.reshape(spec.input_shape), gw
 
