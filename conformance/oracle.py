@@ -186,6 +186,7 @@ def _chunks(spec: ConvSpec, counts: tuple[int, ...], channels: int) -> list[Chun
     per_item_tap = max(spec.groups * channels * math.prod(counts), 1)
     budget = math.prod(spec.input_shape) + math.prod(spec.weight_shape) + math.prod(spec.output_shape)
     taps = max(1, min(len(windows), budget // per_item_tap))
+    taps = -(-len(windows) // -(-len(windows) // taps))  # the same number of chunks, evened out
     items = max(1, min(spec.batch, budget // (per_item_tap * taps)))
     return [
         (slice(n, min(n + items, spec.batch)), first, windows[first : first + taps])
