@@ -31,6 +31,8 @@ from typing import Any
 DTYPES = ("float64", "float32", "float16", "bfloat16")
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 PADDING_STRINGS = ("same", "valid")
+#: How a problem's padding is written, simplest first: see :attr:`ConvSpec.padding_form`.
+PADDING_FORMS = ("none", "symmetric", "asymmetric", "same", "valid")
 LAYOUTS = ("contiguous", "channels_last", "strided")
 
 Pairs = tuple[tuple[int, int], ...]
@@ -166,6 +168,16 @@ class ConvSpec:
         if isinstance(self.padding, str):
             raise InvalidSpec("padding_string_known", f"padding={self.padding!r}")
         return self.padding
+
+    @property
+    def padding_form(self) -> str:
+        """``'same'`` or ``'valid'`` as written; else ``'none'`` (all zero), ``'symmetric'``
+        (before == after on every axis) or ``'asymmetric'``: what a backend must be able to express."""
+        if isinstance(self.padding, str):
+            return self.padding
+        if all(v == 0 for pair in self.padding for v in pair):
+            return "none"
+        return "symmetric" if all(before == after for before, after in self.padding) else "asymmetric"
 
     @property
     def output_size(self) -> tuple[int, ...]:
@@ -534,6 +546,7 @@ def parse_descriptor(text: str) -> ConvSpec:
 __all__ = [
     "DTYPES",
     "LAYOUTS",
+    "PADDING_FORMS",
     "PADDING_MODES",
     "PADDING_STRINGS",
     "RULES",

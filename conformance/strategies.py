@@ -23,11 +23,8 @@ from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
 from conformance.data import DISTRIBUTIONS, MAX_SCALE, DataRecipe
-from conformance.spec import DTYPES, LAYOUTS, PADDING_MODES, RULES, ConvSpec
+from conformance.spec import DTYPES, LAYOUTS, PADDING_FORMS, PADDING_MODES, RULES, ConvSpec
 
-#: Padding forms, simplest first.  "none" is explicit zero padding; "valid" is
-#: the string, which a backend resolves itself.
-PADDING_FORMS: tuple[str, ...] = ("none", "symmetric", "asymmetric", "same", "valid")
 #: A transposed convolution takes explicit padding only.
 TRANSPOSED_PADDING_FORMS: tuple[str, ...] = ("none", "symmetric", "asymmetric")
 #: How channels are split into groups, simplest first.

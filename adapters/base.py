@@ -1,0 +1,138 @@
+"""The adapter protocol: how a backend is put under test.
+
+An adapter is a class with a ``name``, :meth:`Adapter.capabilities`, and
+:meth:`Adapter.forward` (plus :meth:`Adapter.backward` where it declares
+backward support).  Data goes in and out as numpy arrays:
+
+* inputs are float64 arrays whose values are exactly representable in
+  ``spec.dtype``; the adapter converts them to its own dtype, device and layout
+  (``spec.layout``), which is part of what is under test;
+* outputs are numpy floating arrays of ``spec.output_shape`` (float64 or float32
+  are both fine: the verdict reads values, and checks that each is a value of
+  the declared output format).
+
+What a backend cannot do is declared in :class:`Capabilities`; a problem
+outside them is *unsupported*, which is reported as such and never counted as a
+pass.  An invalid problem (one ``spec.validate()`` rejects) must make
+``forward`` raise; any exception will do.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from conformance.spec import DTYPES, LAYOUTS, PADDING_FORMS, PADDING_MODES, ConvSpec
+from conformance.tolerance import Precision, default_precision
+
+OPERATIONS = ("forward", "backward")
+
+Grads = tuple[np.ndarray, np.ndarray, "np.ndarray | None"]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What an adapter can run, and how it rounds.
+
+    ``precision`` maps ``(dtype, device kind)`` to the declared
+    :class:`~conformance.tolerance.Precision` (device kind: ``"cpu"``, ``"cuda"``,
+    i.e. the device string before any ``:index``); a missing entry means
+    :func:`~conformance.tolerance.default_precision` of the dtype.
+    ``transposed_padding_forms`` is what the transposed op can express (often
+    only symmetric padding).
+    """
+
+    dims: tuple[int, ...] = (1, 2, 3)
+    dtypes: tuple[str, ...] = DTYPES
+    devices: tuple[str, ...] = ("cpu",)
+    padding_forms: tuple[str, ...] = PADDING_FORMS
+    padding_modes: tuple[str, ...] = PADDING_MODES
+    layouts: tuple[str, ...] = LAYOUTS
+    transposed: bool = True
+    transposed_padding_forms: tuple[str, ...] = ("none", "symmetric", "asymmetric")
+    backward: bool = False
+    empty_batch: bool = True
+    precision: Mapping[tuple[str, str], Precision] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+    def precision_for(self, spec: ConvSpec) -> Precision:
+        return self.precision.get((spec.dtype, device_kind(spec.device))) or default_precision(spec.dtype)
+
+    def unsupported(self, spec: ConvSpec, operation: str = "forward") -> str | None:
+        """Why ``spec`` (a valid problem) is outside these capabilities, or None when it is inside."""
+        if operation not in OPERATIONS:
+            raise ValueError(f"operation={operation!r}, but should be one of {OPERATIONS}")
+        checks = [
+            (spec.dims in self.dims, f"{spec.dims}-D convolution"),
+            (spec.dtype in self.dtypes, f"dtype {spec.dtype}"),
+            (device_kind(spec.device) in self.devices, f"device {spec.device}"),
+            (spec.layout in self.layouts, f"layout {spec.layout}"),
+            (spec.padding_mode in self.padding_modes, f"padding_mode {spec.padding_mode!r}"),
+            (spec.batch > 0 or self.empty_batch, "an empty batch"),
+            (not spec.transposed or self.transposed, "transposed convolution"),
+            (operation != "backward" or self.backward, "backward"),
+        ]
+        forms = self.transposed_padding_forms if spec.transposed else self.padding_forms
+        op = "transposed " if spec.transposed else ""
+        checks.append((spec.padding_form in forms, f"{spec.padding_form} padding on a {op}convolution"))
+        for ok, what in checks:
+            if not ok:
+                return f"{what} is not supported"
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            name: list(getattr(self, name))
+            for name in ("dims", "dtypes", "devices", "padding_forms", "padding_modes", "layouts",
+                         "transposed_padding_forms", "notes")
+        }  # fmt: skip
+        out.update(transposed=self.transposed, backward=self.backward, empty_batch=self.empty_batch)
+        out["precision"] = {f"{dtype}@{device}": p.to_dict() for (dtype, device), p in self.precision.items()}
+        return out
+
+
+def device_kind(device: str) -> str:
+    """``"cuda:1" -> "cuda"``."""
+    return device.split(":", 1)[0]
+
+
+class Adapter(abc.ABC):
+    """A backend under test.  Subclass it, or provide the same attributes (duck typing is fine)."""
+
+    #: The name users pass to ``--adapter``.
+    name: ClassVar[str] = ""
+
+    @abc.abstractmethod
+    def capabilities(self) -> Capabilities:
+        """What this backend can run on this machine, and how it rounds."""
+
+    @abc.abstractmethod
+    def forward(self, spec: ConvSpec, x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+        """The convolution (transposed when ``spec.transposed``) of ``x`` by ``w`` plus ``b``."""
+
+    def backward(
+        self, spec: ConvSpec, x: np.ndarray, w: np.ndarray, b: np.ndarray | None, grad_out: np.ndarray
+    ) -> Grads:
+        """``(grad_input, grad_weight, grad_bias)`` for the output gradient ``grad_out``; grad_bias None without bias."""
+        raise NotImplementedError(f"{self.name} does not implement backward")
+
+    def versions(self) -> dict[str, str]:
+        """Backend name -> version, for the results file's environment."""
+        return {}
+
+    def repro_source(self, spec: ConvSpec, operation: str = "forward") -> str | None:
+        """Python source for a standalone repro script, or None where the backend cannot give one.
+
+        It imports only numpy and the backend and defines ``candidate(x, w, b)``
+        (forward) or ``candidate_backward(x, w, b, grad_out)`` taking and
+        returning float64 numpy arrays, computing exactly what :meth:`forward` /
+        :meth:`backward` compute for ``spec``.
+        """
+        return None
+
+
+__all__ = ["OPERATIONS", "Adapter", "Capabilities", "Grads", "device_kind"]
