@@ -117,7 +117,7 @@ class Adapter(abc.ABC):
     def backward(
         self, spec: ConvSpec, x: np.ndarray, w: np.ndarray, b: np.ndarray | None, grad_out: np.ndarray
     ) -> Grads:
-        """``(grad_input, grad_weight, grad_bias)`` for the output gradient ``grad_out``; grad_bias None without bias."""
+        """``(grad_input, grad_weight, grad_bias)`` for ``grad_out``; grad_bias is None without bias."""
         raise NotImplementedError(f"{self.name} does not implement backward")
 
     def versions(self) -> dict[str, str]:
