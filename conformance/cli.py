@@ -1,8 +1,14 @@
 """The ``conv-conformance`` command.
 
-For now it answers questions about one problem (``describe``); the ``run``,
-``fuzz``, ``adapters`` and ``repro`` commands arrive with the runner.
-Exit status: 0 success, 2 bad usage or an invalid problem.
+* ``run``: the conformance suite on one or more adapters; writes the results file.
+* ``fuzz --minutes N``: the fuzz profile (long runs, Hypothesis database on) until the time is spent.
+* ``adapters``: the adapters this machine can load, with their capabilities.
+* ``repro RESULTS FAILURE``: re-run one recorded failure (and optionally write its standalone script).
+* ``describe DESCRIPTOR``: validate one problem and print its shapes.
+
+Exit status: 0 nothing unexpected failed; 1 unexpected failures (or a repro
+that still fails); 2 bad usage, an invalid problem or an unreadable file;
+130 interrupted (the results gathered so far are written).
 """
 
 from __future__ import annotations
@@ -10,9 +16,150 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from conformance import __version__
 from conformance.spec import ConvSpec, InvalidSpec, parse_descriptor
+
+SUITE = str(Path(__file__).resolve().parent / "suite")
+
+
+# ----------------------------------------------------------------------- run
+
+
+def _pytest_args(args: argparse.Namespace, profile: str) -> list[str]:
+    out = [SUITE, "-p", "no:cacheprovider", "-q", "-rfEX", "--conformance-profile", profile,
+           "--results", args.results, "--case-timeout", str(args.case_timeout)]  # fmt: skip
+    for name in args.adapter or ["torch"]:
+        out += ["--adapter", name]
+    if args.baseline:
+        out += ["--baseline", args.baseline]
+    if args.isolate:
+        out.append("--isolate")
+    if args.workers and args.workers != "1":
+        out += ["-n", args.workers]
+    if args.select:
+        out += ["-k", args.select]
+    return out + list(args.pytest_args or [])
+
+
+def _exit_code(code: int) -> int:
+    import pytest
+
+    return {
+        pytest.ExitCode.OK: 0,
+        pytest.ExitCode.TESTS_FAILED: 1,
+        pytest.ExitCode.INTERRUPTED: 130,
+        pytest.ExitCode.USAGE_ERROR: 2,
+        pytest.ExitCode.NO_TESTS_COLLECTED: 2,
+    }.get(code, 2)
+
+
+def _summary(results_path: str) -> None:
+    from conformance.results import ResultsError, read
+
+    try:
+        results = read(results_path)
+    except ResultsError as error:
+        print(f"conv-conformance: {error}", file=sys.stderr)
+        return
+    by_adapter: dict[str, dict[str, int]] = {}
+    outcomes: dict[str, dict[str, int]] = {}
+    for (_, adapter), record in results.cells.items():
+        counts = by_adapter.setdefault(adapter, {})
+        for status, n in record.counts.items():
+            counts[status] = counts.get(status, 0) + n
+        cells = outcomes.setdefault(adapter, {})
+        cells[record.outcome] = cells.get(record.outcome, 0) + 1
+    print(f"\nresults: {results_path} ({'complete' if results.complete else 'INCOMPLETE'})")
+    for adapter in sorted(by_adapter):
+        cases = ", ".join(f"{s} {n}" for s, n in by_adapter[adapter].items() if n)
+        cells = ", ".join(f"{s} {n}" for s, n in sorted(outcomes[adapter].items()))
+        print(f"  {adapter}: cells: {cells}; cases: {cases}")
+
+
+def _run(args: argparse.Namespace) -> int:
+    import pytest
+
+    code = pytest.main(_pytest_args(args, args.profile))
+    if Path(args.results).exists():
+        _summary(args.results)
+    return _exit_code(code)
+
+
+def _fuzz(args: argparse.Namespace) -> int:
+    import pytest
+
+    print(f"fuzzing {', '.join(args.adapter or ['torch'])} for {args.minutes} minute(s); "
+          "each dot is a cell, the Hypothesis database keeps what it finds")  # fmt: skip
+    code = pytest.main([*_pytest_args(args, "fuzz"), "--time-budget", str(args.minutes)])
+    if Path(args.results).exists():
+        _summary(args.results)
+    return _exit_code(code)
+
+
+# ------------------------------------------------------------------ adapters
+
+
+def _adapters(args: argparse.Namespace) -> int:
+    from adapters.registry import known_adapters, load_adapter
+
+    for name, target in sorted(known_adapters().items()):
+        try:
+            adapter = load_adapter(name)
+            caps = adapter.capabilities().to_dict()
+            versions = adapter.versions()
+        except Exception as error:  # an adapter that cannot load is reported, not fatal
+            print(f"{name} ({target}): unavailable: {error}")
+            continue
+        print(f"{name} ({target}) {json.dumps(versions)}")
+        for key, value in caps.items():
+            print(f"  {key}: {json.dumps(value)}")
+    return 0
+
+
+# --------------------------------------------------------------------- repro
+
+
+def _repro(args: argparse.Namespace) -> int:
+    from conformance.data import DataRecipe
+    from conformance.faults import AdapterCaller
+    from conformance.results import ResultsError, read
+    from conformance.runner import run_case
+
+    try:
+        results = read(args.results_file)
+    except ResultsError as error:
+        print(f"conv-conformance: {error}", file=sys.stderr)
+        return 2
+    failures = {
+        f"{adapter}/{cell}/{i}": failure
+        for (cell, adapter), record in results.cells.items()
+        for i, failure in enumerate(record.failures)
+    }
+    if args.failure not in failures:
+        known = "\n  ".join(sorted(failures)) or "(none)"
+        print(f"conv-conformance: no failure {args.failure!r}; recorded failures:\n  {known}", file=sys.stderr)
+        return 2
+    failure = failures[args.failure]
+    adapter = args.failure.split("/", 1)[0]
+    if args.script:
+        if not failure.get("repro"):
+            print("conv-conformance: this failure has no standalone script (its adapter gives none)", file=sys.stderr)
+            return 2
+        Path(args.script).write_text(failure["repro"])
+        print(f"wrote {args.script}: python {args.script} exits 1 while the bug is there")
+    spec = ConvSpec.from_dict(failure["spec"])
+    recipe = DataRecipe.from_dict(failure["recipe"])
+    with AdapterCaller(adapter, timeout=args.case_timeout, isolate=args.isolate) as caller:
+        result = run_case(caller, spec, recipe, failure["operation"])
+    print(f"{adapter}.conv({spec.descriptor()}) [{recipe.describe()}] {failure['operation']}: {result.status}")
+    if result.reason:
+        print(f"  {result.reason}")
+    return 1 if result.status in ("failed", "error", "crashed", "hung") else 0
+
+
+# ------------------------------------------------------------------ describe
 
 
 def _describe(args: argparse.Namespace) -> int:
@@ -43,10 +190,47 @@ def _describe(args: argparse.Namespace) -> int:
     return 0
 
 
+# -------------------------------------------------------------------- parser
+
+
+def _suite_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--adapter", action="append", metavar="NAME",
+                        help="adapter under test, repeatable (default: torch)")  # fmt: skip
+    parser.add_argument("--results", default="results.json", help="results file (default: results.json)")
+    parser.add_argument("--baseline", metavar="FILE", help="expected failures (a baseline or results file)")
+    parser.add_argument("--isolate", action="store_true", help="adapter calls in a child process")
+    parser.add_argument("--case-timeout", type=float, default=60.0, metavar="SECONDS")
+    parser.add_argument("-n", "--workers", default="1", help="pytest-xdist workers (a number or 'auto')")
+    parser.add_argument("-k", dest="select", metavar="EXPR", help="only the cells matching this pytest -k expression")
+    parser.add_argument("pytest_args", nargs="*", help="more pytest arguments, after --")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="conv-conformance", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the conformance suite")
+    _suite_options(run)
+    run.add_argument("--profile", choices=("ci", "dev", "fuzz"), default="ci")
+    run.set_defaults(handler=_run)
+
+    fuzz = commands.add_parser("fuzz", help="fuzz for a fixed time with the Hypothesis database on")
+    _suite_options(fuzz)
+    fuzz.add_argument("--minutes", type=float, required=True)
+    fuzz.set_defaults(handler=_fuzz)
+
+    adapters = commands.add_parser("adapters", help="list adapters and their capabilities")
+    adapters.set_defaults(handler=_adapters)
+
+    repro = commands.add_parser("repro", help="re-run one recorded failure")
+    repro.add_argument("results_file")
+    repro.add_argument("failure", help="ADAPTER/CELL/N, as listed when the id is unknown")
+    repro.add_argument("--script", metavar="FILE", help="also write the failure's standalone repro script here")
+    repro.add_argument("--isolate", action="store_true")
+    repro.add_argument("--case-timeout", type=float, default=60.0, metavar="SECONDS")
+    repro.set_defaults(handler=_repro)
+
     describe = commands.add_parser("describe", help="validate one problem and print its shapes")
     describe.add_argument("problem", help="a descriptor such as conv2d_mb2_ic4_oc6_i9x7_k3x2, or the spec's JSON")
     describe.set_defaults(handler=_describe)
@@ -55,7 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.handler(args)
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        print("conv-conformance: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

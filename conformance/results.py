@@ -1,0 +1,263 @@
+"""The results file: every verdict of a run, per cell and adapter, as versioned JSON.
+
+Schema (``"schema": "conv-conformance/results"``, ``"version": 1``)::
+
+    {
+      "schema": "conv-conformance/results", "version": 1,
+      "complete": true,                       # false when the run was interrupted or a worker died
+      "started": "2026-11-25T20:00:00+00:00", "finished": "...",
+      "environment": {"suite": "0.1.0", "python": "3.11.7", "numpy": "2.4.6", "platform": "...",
+                      "cpu": "...", "gpus": [...], "profile": "ci", "seed": 0, "command": "...",
+                      "backends": {"torch": {"torch": "2.13.0+cpu"}}},
+      "cells": [
+        {"cell": "forward/2d/float32/same", "adapter": "torch",
+         "outcome": "passed",                # the cell's worst status, or "expected failure" / "unexpected pass"
+         "counts": {"passed": 24, "failed": 0, "unsupported": 0, "mistrusted": 1,
+                    "error": 0, "crashed": 0, "hung": 0},
+         "worst_ratio": 0.41,                # largest error/bound among the cell's verdicts
+         "notes": ["layout channels_last: unsupported"],
+         "failures": [                       # the cell's minimal failing case last
+           {"descriptor": "conv2d_mb1_...", "spec": {...}, "recipe": {...}, "operation": "forward",
+            "status": "failed", "product": "output", "reason": "...", "verdict": {...},
+            "repro": "#!/usr/bin/env python3 ..."}]}
+      ]
+    }
+
+Each pytest-xdist worker writes its own shard after every cell, so a worker
+that dies loses at most the cell it was running; :func:`merge` joins shards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+SCHEMA = "conv-conformance/results"
+VERSION = 1
+STATUSES = ("passed", "failed", "unsupported", "mistrusted", "error", "crashed", "hung")
+# Worst first: a cell's outcome is the worst status any of its cases had.
+SEVERITY = ("crashed", "hung", "error", "failed", "mistrusted", "unsupported", "passed")
+#: Failures kept per cell: counts stay exact, but a cell that fails thousands of
+#: times (a broken backend) must not make the file unreadable.
+MAX_FAILURES_PER_CELL = 5
+
+
+class ResultsError(ValueError):
+    """A results file that cannot be read: malformed, or of an unknown schema or version."""
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class CellRecord:
+    cell: str
+    adapter: str
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATUSES, 0))
+    worst_ratio: float = 0.0
+    notes: list[str] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    expected_failure: bool = False
+
+    @property
+    def status(self) -> str:
+        seen = [s for s in SEVERITY if self.counts.get(s)]
+        return seen[0] if seen else "unsupported"
+
+    @property
+    def outcome(self) -> str:
+        bad = self.status in ("crashed", "hung", "error", "failed")
+        if self.expected_failure:
+            return "expected failure" if bad else "unexpected pass"
+        return self.status
+
+    def add(self, status: str, ratio: float | None = None, failure: dict[str, Any] | None = None) -> None:
+        self.counts[status] = self.counts.get(status, 0) + 1
+        if ratio is not None and ratio == ratio and ratio > self.worst_ratio:  # NaN never wins
+            self.worst_ratio = ratio
+        if failure is not None:
+            self.failures.append(failure)
+            # Keep the most recent: Hypothesis replays the minimal example last.
+            del self.failures[:-MAX_FAILURES_PER_CELL]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "cell": self.cell,
+            "adapter": self.adapter,
+            "outcome": self.outcome,
+            "expected_failure": self.expected_failure,
+            "counts": self.counts,
+            "worst_ratio": self.worst_ratio if self.worst_ratio != float("inf") else "inf",
+            "notes": self.notes,
+            "failures": self.failures,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CellRecord:
+        return cls(
+            cell=data["cell"],
+            adapter=data["adapter"],
+            counts={**dict.fromkeys(STATUSES, 0), **data.get("counts", {})},
+            worst_ratio=float(data.get("worst_ratio", 0.0)),
+            notes=list(data.get("notes", [])),
+            failures=list(data.get("failures", [])),
+            expected_failure=bool(data.get("expected_failure", False)),
+        )
+
+
+def environment(profile: str, seed: int | None, backends: dict[str, dict[str, str]], command: str) -> dict[str, Any]:
+    import numpy
+
+    from conformance import __version__
+
+    return {
+        "suite": __version__,
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+        "cpu": _cpu_name(),
+        "gpus": _gpu_names(),
+        "profile": profile,
+        "seed": seed,
+        "command": command,
+        "backends": backends,
+    }
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _gpu_names() -> list[str]:
+    torch = sys.modules.get("torch")  # never import a backend just to describe the machine
+    if torch is None or not torch.cuda.is_available():
+        return []
+    return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+
+
+class Results:
+    """Cells keyed by (cell, adapter), plus the run's environment."""
+
+    def __init__(self, environment: dict[str, Any] | None = None) -> None:
+        self.environment = environment or {}
+        self.cells: dict[tuple[str, str], CellRecord] = {}
+        self.started = now()
+        self.finished: str | None = None
+        self.complete = False
+
+    def cell(self, cell: str, adapter: str) -> CellRecord:
+        key = (cell, adapter)
+        if key not in self.cells:
+            self.cells[key] = CellRecord(cell, adapter)
+        return self.cells[key]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "version": VERSION,
+            "complete": self.complete,
+            "started": self.started,
+            "finished": self.finished,
+            "environment": self.environment,
+            "cells": [self.cells[k].to_dict() for k in sorted(self.cells)],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Results:
+        check_schema(data)
+        results = cls(data.get("environment", {}))
+        results.started = data.get("started") or results.started
+        results.finished = data.get("finished")
+        results.complete = bool(data.get("complete", False))
+        for raw in data.get("cells", []):
+            record = CellRecord.from_dict(raw)
+            results.cells[(record.cell, record.adapter)] = record
+        return results
+
+    def write(self, path: str | os.PathLike) -> None:
+        write_json(path, self.to_dict())
+
+
+def check_schema(data: Any) -> None:
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        raise ResultsError(f"not a conv-conformance results file (schema={_get(data, 'schema')!r})")
+    if data.get("version") != VERSION:
+        raise ResultsError(f"results schema version {data.get('version')!r}; this suite reads version {VERSION}")
+    if not isinstance(data.get("cells"), list):
+        raise ResultsError("results file has no 'cells' list")
+
+
+def _get(data: Any, key: str) -> Any:
+    return data.get(key) if isinstance(data, dict) else None
+
+
+def read(path: str | os.PathLike) -> Results:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ResultsError(f"cannot read results file {path}: {error}") from None
+    return Results.from_dict(data)
+
+
+def write_json(path: str | os.PathLike, data: dict[str, Any]) -> None:
+    """Write atomically (temp file + rename): a reader never sees half a file, even after a kill."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, indent=1, sort_keys=False, default=_json_default)
+    os.replace(tmp, path)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return list(value)
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
+def merge(parts: list[Results], environment: dict[str, Any] | None = None) -> Results:
+    """One results object from shards: counts add up, failures and notes concatenate."""
+    merged = Results(environment or (parts[0].environment if parts else {}))
+    merged.started = min((p.started for p in parts), default=merged.started)
+    for part in parts:
+        for (cell, adapter), record in part.cells.items():
+            into = merged.cell(cell, adapter)
+            for status, n in record.counts.items():
+                into.counts[status] = into.counts.get(status, 0) + n
+            into.worst_ratio = max(into.worst_ratio, record.worst_ratio)
+            into.notes += [n for n in record.notes if n not in into.notes]
+            into.failures = (into.failures + record.failures)[-MAX_FAILURES_PER_CELL:]
+            into.expected_failure |= record.expected_failure
+    merged.complete = bool(parts) and all(p.complete for p in parts)
+    return merged
+
+
+__all__ = [
+    "MAX_FAILURES_PER_CELL",
+    "SCHEMA",
+    "STATUSES",
+    "VERSION",
+    "CellRecord",
+    "Results",
+    "ResultsError",
+    "environment",
+    "merge",
+    "read",
+    "write_json",
+]
