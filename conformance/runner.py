@@ -1,0 +1,264 @@
+"""One case: make the data, run the candidate without trusting it, ask the oracle, judge.
+
+:func:`run_case` is the only place where a candidate's answer meets the oracle;
+every comparison decision inside it belongs to :mod:`conformance.tolerance`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from conformance import oracle, tolerance
+from conformance.data import DataRecipe, make_grad_output, make_inputs, reduction_lengths
+from conformance.formats import is_representable, round_to
+from conformance.spec import RULES, ConvSpec
+from conformance.tolerance import Precision, Verdict
+
+PRODUCTS = {"forward": ("output",), "backward": ("grad_input", "grad_weight", "grad_bias")}
+# Worst first, for a case with several products.
+_SEVERITY = ("failed", "mistrusted", "passed")
+
+
+@dataclass
+class CaseResult:
+    """What happened to one (problem, data, operation) on one adapter."""
+
+    status: str  # passed | failed | unsupported | mistrusted | error | crashed | hung
+    spec: ConvSpec
+    recipe: DataRecipe
+    operation: str
+    reason: str = ""
+    verdicts: dict[str, Verdict] = field(default_factory=dict)
+    seconds_candidate: float = 0.0
+    seconds_oracle: float = 0.0
+    repro: str | None = None
+
+    @property
+    def ratio(self) -> float | None:
+        ratios = [v.ratio for v in self.verdicts.values() if v.ratio is not None]
+        return max(ratios) if ratios else None
+
+    @property
+    def worst_product(self) -> str | None:
+        failing = [p for p, v in self.verdicts.items() if v.status != "passed"]
+        return (failing or list(self.verdicts) or [None])[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "descriptor": self.spec.descriptor(),
+            "spec": self.spec.to_dict(),
+            "recipe": self.recipe.to_dict(),
+            "operation": self.operation,
+            "status": self.status,
+            "product": self.worst_product,
+            "reason": self.reason,
+            "verdicts": {p: v.to_dict() for p, v in self.verdicts.items()},
+            "seconds_candidate": self.seconds_candidate,
+            "seconds_oracle": self.seconds_oracle,
+            "repro": self.repro,
+        }
+
+
+def run_case(
+    caller: Any,
+    spec: ConvSpec,
+    recipe: DataRecipe,
+    operation: str = "forward",
+    *,
+    data: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None,
+) -> CaseResult:
+    """Run ``spec`` with ``recipe``'s data (or the given ``data``: golden vectors) on the adapter
+    behind ``caller`` (a :class:`~conformance.faults.AdapterCaller`)."""
+    adapter = caller.adapter
+    capabilities = adapter.capabilities()
+    why = capabilities.unsupported(spec, operation)
+    if why:
+        return CaseResult("unsupported", spec, recipe, operation, reason=why)
+    precision = capabilities.precision_for(spec)
+    x, w, b = make_inputs(spec, recipe) if data is None else data
+    gy = make_grad_output(spec, recipe) if operation == "backward" else None
+    args = (spec, x, w, b) if operation == "forward" else (spec, x, w, b, gy)
+
+    outcome = caller.call(operation, *args)
+    result = CaseResult(outcome.status, spec, recipe, operation, seconds_candidate=outcome.seconds)
+    if outcome.status != "ok":
+        result.reason = outcome.message
+        return result
+
+    answers, problem = _answers(outcome.value, spec, operation)
+    if problem:
+        result.status, result.reason = "error", problem
+        return result
+
+    start = time.perf_counter()
+    judged = _judge(spec, operation, precision, answers, x, w, b, gy)
+    result.seconds_oracle = time.perf_counter() - start
+    result.verdicts = {product: verdict for product, (verdict, _) in judged.items()}
+    worst = min((v.status for v in result.verdicts.values()), key=_SEVERITY.index)
+    result.status = worst
+    if worst != "passed":
+        product = result.worst_product
+        verdict, requirement = judged[product]
+        result.reason = f"{product}: {verdict.reason}"
+        if worst == "failed" and requirement is not None:
+            result.repro = _repro(adapter, spec, recipe, operation, product, requirement, x, w, b, gy, result.reason)
+    return result
+
+
+# ------------------------------------------------------------------- answers
+
+
+def _answers(value: Any, spec: ConvSpec, operation: str) -> tuple[dict[str, Any], str]:
+    """The candidate's arrays by product, or a description of how it broke the adapter contract."""
+    if operation == "forward":
+        values: tuple = (value,)
+    elif isinstance(value, (tuple, list)) and len(value) == 3:
+        values = tuple(value)
+    else:
+        return {}, f"backward returned {type(value).__name__}, not a (grad_input, grad_weight, grad_bias) tuple"
+    answers = {}
+    for product, v in zip(PRODUCTS[operation], values):
+        if product == "grad_bias" and not spec.bias:
+            if v is not None:
+                return {}, "grad_bias returned for a problem without bias"
+            continue
+        if not isinstance(v, np.ndarray) or not np.issubdtype(v.dtype, np.floating):
+            kind = type(v).__name__ if not isinstance(v, np.ndarray) else f"ndarray of {v.dtype}"
+            return {}, f"{product} returned {kind}, not a floating numpy array"
+        answers[product] = v
+    return answers, ""
+
+
+# -------------------------------------------------------------------- judge
+
+
+def _judge(spec, operation, precision: Precision, answers, x, w, b, gy) -> dict[str, tuple[Verdict, Any]]:
+    lengths = reduction_lengths(spec)
+    if operation == "forward":
+        ref = {"output": oracle.forward(spec, x, w, b)}
+        mag = {"output": oracle.magnitude(spec, x, w, b)}
+        products = {"output": ((x, w, b) if spec.bias else (x, w), lengths["forward"], spec.bias)}
+    else:
+        gx, gw, gb = oracle.backward(spec, x, w, gy)
+        mgx, mgw, mgb = oracle.backward_magnitude(spec, x, w, gy)
+        ref = {"grad_input": gx, "grad_weight": gw, "grad_bias": gb}
+        mag = {"grad_input": mgx, "grad_weight": mgw, "grad_bias": mgb}
+        products = {
+            "grad_input": ((w, gy), lengths["grad_input"], False),
+            "grad_weight": ((x, gy), lengths["grad_weight"], False),
+            "grad_bias": ((gy,), lengths["grad_bias"], False),
+        }
+    judged = {}
+    for product, got in answers.items():
+        inputs, k, bias = products[product]
+        expected = ref[product]
+        if got.shape != expected.shape:
+            verdict = tolerance.check(got, expected, mag[product], inputs=inputs, reduction_length=k,
+                                      precision=precision, bias=bias)  # fmt: skip
+            judged[product] = (verdict, None)
+            continue
+        finite = got[np.isfinite(got)]
+        if not is_representable(finite, precision.output):
+            verdict = _not_in_format(got, expected, precision)
+            judged[product] = (verdict, None)
+            continue
+        sub = _subnormal_mag(spec, operation, product, inputs, precision, mag[product], x, w, b, gy)
+        kwargs = {"inputs": inputs, "reduction_length": k, "precision": precision, "bias": bias,
+                  "subnormal_mag": sub}  # fmt: skip
+        verdict = tolerance.check(got, expected, mag[product], **kwargs)
+        requirement = tolerance.requirement(expected, mag[product], **kwargs) if verdict.failed else None
+        judged[product] = (verdict, requirement)
+    return judged
+
+
+def _not_in_format(got: np.ndarray, expected: np.ndarray, precision: Precision) -> Verdict:
+    """A value the declared output format cannot hold: the backend returned another dtype than it declared."""
+    finite = np.where(np.isfinite(got), got, 0.0)
+    bad = round_to(finite, precision.output) != finite
+    index = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), got.shape))
+    reason = (
+        f"value at {index}: got {float(got[index])!r}, which is not a {precision.output} value: the output "
+        f"is not in the declared output format ({int(bad.sum())} of {got.size} elements)"
+    )
+    return Verdict("failed", "real", got.size, index, float(expected[index]), float(got[index]), None, None,
+                   float("inf"), float("nan"), 0.0, reason, mismatches=int(bad.sum()))  # fmt: skip
+
+
+def _subnormal_mag(spec, operation, product, inputs, precision, mag, x, w, b, gy):
+    """Where the declared precision may flush or round subnormal inputs without a relative
+    bound, the magnitude of the products that have such a factor (see tolerance.subnormal_hazard)."""
+    fmt = tolerance.subnormal_hazard(inputs, precision)
+    if fmt is None:
+        return None
+
+    def flush(a):
+        return None if a is None else tolerance.flush_subnormals(a, fmt)
+
+    if operation == "forward":
+        flushed = oracle.magnitude(spec, flush(x), flush(w), flush(b))
+    else:
+        index = PRODUCTS["backward"].index(product)
+        flushed = oracle.backward_magnitude(spec, flush(x), flush(w), flush(gy))[index]
+    return mag - flushed
+
+
+# -------------------------------------------------------------------- repro
+
+
+def _repro(adapter, spec, recipe, operation, product, requirement, x, w, b, gy, reason) -> str | None:
+    from conformance.repro import repro_script
+
+    source = adapter.repro_source(spec, operation)
+    if source is None:
+        return None
+    inputs = {"x": x, "w": w, "b": b}
+    if operation == "backward":
+        inputs["grad_out"] = gy
+    return repro_script(
+        adapter_name=adapter.name, backend_source=source, spec_descriptor=spec.descriptor(), operation=operation,
+        product=product, inputs=inputs, requirement=requirement, recipe=recipe.describe(), reason=reason,
+    )  # fmt: skip
+
+
+
+
+
+def run_invalid_case(caller: Any, spec: ConvSpec, rule: str) -> CaseResult:
+    """An invalid problem must be rejected: raising passes, answering fails (crashes and hangs stay themselves)."""
+    recipe = DataRecipe()
+    x, w, b = _shaped_like(spec)
+    outcome = caller.call("forward", spec, x, w, b)
+    result = CaseResult(outcome.status, spec, recipe, "forward", seconds_candidate=outcome.seconds)
+    if outcome.status == "error":
+        result.status, result.reason = "passed", f"rejected ({rule}): {outcome.message.splitlines()[0]}"
+    elif outcome.status == "ok":
+        shape = getattr(outcome.value, "shape", None)
+        result.status = "failed"
+        result.reason = f"answered an invalid problem ({rule}: {RULES[rule]}) with an output of shape {shape}"
+    else:
+        result.reason = outcome.message
+    return result
+
+
+def _shaped_like(spec: ConvSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Ones of the shapes the invalid problem names, with impossible sizes clamped so they exist."""
+
+    def ones(shape: Any) -> np.ndarray:
+        try:
+            return np.ones(tuple(max(int(n), 0) for n in shape))
+        except (TypeError, ValueError):
+            return np.ones((1,))
+
+    def shape_of(name: str) -> Any:
+        try:
+            return getattr(spec, name)
+        except Exception:  # an invalid spec may not even have a shape
+            return (1,)
+
+    b = ones(shape_of("bias_shape")) if spec.bias else None
+    return ones(shape_of("input_shape")), ones(shape_of("weight_shape")), b
+__all__ = ["PRODUCTS", "CaseResult", "run_case", "run_invalid_case"]

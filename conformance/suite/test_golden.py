@@ -1,0 +1,76 @@
+"""Golden vectors: the seed article's worked examples, and the truths behind its wrong claims.
+
+The article (a tutorial on ``torch.nn.Conv2d``) computes two examples by hand;
+those are exact here.  It also claims that dilation 0 is an ordinary
+convolution (it is invalid: 1 is dense), that ``(k*2+1)//2`` padding keeps the
+size for even kernels (it does not; ``padding='same'`` does, asymmetrically)
+and that there are two padding modes (there are four).
+"""
+
+import numpy as np
+import pytest
+
+from conformance.cells import Cell
+from conformance.data import DataRecipe
+from conformance.runner import run_case, run_invalid_case
+from conformance.session import BAD
+from conformance.spec import PADDING_MODES, ConvSpec
+
+ARTICLE_INPUT = np.array(
+    [[3, 3, 2, 1, 0], [0, 0, 1, 3, 1], [3, 1, 2, 2, 3], [2, 0, 0, 2, 2], [2, 0, 0, 0, 1]], dtype=np.float64
+)[None, None]
+ARTICLE_KERNEL = np.array([[0, 1, 2], [2, 2, 0], [0, 1, 2]], dtype=np.float64)[None, None]
+GOLDEN = {
+    "stride1": (ConvSpec(in_channels=1, out_channels=1, input_size=(5, 5), kernel_size=3, bias=False),
+                [[12, 12, 17], [10, 17, 19], [9, 6, 14]]),
+    "stride2-padding1": (ConvSpec(in_channels=1, out_channels=1, input_size=(5, 5), kernel_size=3, stride=2,
+                                  padding=1, bias=False),
+                         [[6, 17, 3], [8, 17, 13], [6, 4, 4]]),
+}  # fmt: skip
+
+
+def _record(conformance, adapter_name, name, result):
+    cell = Cell("golden", 2, "float32", name)
+    record = conformance.results.cell(cell.id, adapter_name)
+    conformance.seen_cells.add((cell.id, adapter_name))
+    record.add(result.status, result.ratio, result.to_dict() if result.status in BAD else None)
+    conformance.write_shard()
+    if result.status == "unsupported":
+        pytest.skip(result.reason)
+    assert result.status not in BAD, f"{adapter_name}: {result.spec.descriptor()}: {result.reason}"
+
+
+@pytest.mark.conformance
+@pytest.mark.parametrize("name", GOLDEN)
+def test_the_articles_worked_examples(conformance, adapter_name, name):
+    spec, expected = GOLDEN[name]
+    caller = conformance.callers[adapter_name]
+    result = run_case(caller, spec, DataRecipe(), data=(ARTICLE_INPUT, ARTICLE_KERNEL, None))
+    _record(conformance, adapter_name, f"article-{name}", result)
+    assert result.verdicts["output"].tier == "exact"
+    assert np.array_equal(caller.call("forward", spec, ARTICLE_INPUT, ARTICLE_KERNEL, None).value[0, 0], expected)
+
+
+@pytest.mark.conformance
+def test_dilation_zero_is_rejected(conformance, adapter_name):
+    spec = ConvSpec(in_channels=1, out_channels=1, input_size=(5, 5), kernel_size=3, dilation=0, bias=False)
+    result = run_invalid_case(conformance.callers[adapter_name], spec, "dilation_positive")
+    _record(conformance, adapter_name, "dilation-0-rejected", result)
+
+
+@pytest.mark.conformance
+@pytest.mark.parametrize("kernel", (2, 4))
+def test_same_padding_keeps_the_size_for_even_kernels(conformance, adapter_name, kernel):
+    spec = ConvSpec(in_channels=1, out_channels=1, input_size=(7, 6), kernel_size=kernel, padding="same", bias=False)
+    result = run_case(conformance.callers[adapter_name], spec, DataRecipe("integers", seed=kernel))
+    _record(conformance, adapter_name, f"same-even-kernel-{kernel}", result)
+    assert spec.output_size == spec.input_size
+
+
+@pytest.mark.conformance
+@pytest.mark.parametrize("mode", PADDING_MODES)
+def test_each_of_the_four_padding_modes(conformance, adapter_name, mode):
+    spec = ConvSpec(in_channels=2, out_channels=3, input_size=(6, 5), kernel_size=(3, 2), padding=((2, 1), (1, 0)),
+                    padding_mode=mode, bias=True)  # fmt: skip
+    result = run_case(conformance.callers[adapter_name], spec, DataRecipe("integers", seed=7))
+    _record(conformance, adapter_name, f"padding-mode-{mode}", result)

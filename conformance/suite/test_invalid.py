@@ -1,0 +1,42 @@
+"""Invalid problems: each breaks exactly one named rule, and the candidate must raise.
+
+Answering an invalid problem is a failure: a backend that silently computes
+something for ``dilation=0`` or an ``output_padding`` beyond the stride gives
+its users a wrong answer instead of an error.
+"""
+
+import pytest
+from hypothesis import given
+
+from conformance.cells import Cell
+from conformance.runner import run_invalid_case
+from conformance.session import BAD, ConformanceFailure
+from conformance.strategies import invalid_conv_specs
+
+
+@pytest.mark.conformance
+@pytest.mark.parametrize("dims", (1, 2, 3))
+def test_invalid_problems_are_rejected(conformance, adapter_name, dims):
+    cell = Cell("invalid", dims, "float32", "any")
+    record = conformance.results.cell(cell.id, adapter_name)
+    conformance.seen_cells.add((cell.id, adapter_name))
+    record.expected_failure = (cell.id, adapter_name) in conformance.baseline
+    caller = conformance.callers[adapter_name]
+
+    @given(case=invalid_conv_specs(dims=(dims,), dtypes=("float32",), layouts=("contiguous",)))
+    def example(case):
+        spec, rule = case
+        result = run_invalid_case(caller, spec, rule)
+        record.add(result.status, None, result.to_dict() if result.status in BAD else None)
+        if result.status in BAD:
+            raise ConformanceFailure(f"{adapter_name}.conv({spec.descriptor()}): {result.reason}")
+
+    try:
+        example()
+    except ConformanceFailure:
+        entry = conformance.baseline.get((cell.id, adapter_name))
+        if entry:
+            pytest.xfail(f"baseline: {entry.reason}")
+        raise
+    finally:
+        conformance.write_shard()
