@@ -3,6 +3,11 @@ r"""Every comparison decision of the suite: the precision model, the error bound
 A candidate declares, per dtype and device, *how it rounds* (:class:`Precision`);
 :func:`check` compares its output with the float64 oracle under that declaration
 and returns one :class:`Verdict`.  Nothing else in the suite compares numbers.
+It does so in two halves: :func:`requirement` says what each element must be
+(a :class:`Requirement`: a value within a bound, NaN, a matching infinity, or
+nothing), without looking at the candidate; :func:`meets` applies it.  A
+standalone repro script (:mod:`conformance.repro`) carries the requirement and
+an inlined copy of :func:`meets`, so it judges exactly as the suite did.
 
 Tiers
 -----
@@ -73,6 +78,10 @@ passes the accumulation format's largest finite value (a partial sum may overflo
 when ``(|ref| + before) * (1 + u_out) + U_out`` passes the output format's (the final
 rounding may overflow), or, for every element, when some finite input rounds to
 infinity in the declared input-rounding format.
+
+The rows of the table are the kinds of a :class:`Requirement`: :data:`NAN`, :data:`INF`,
+:data:`FREE` (no requirement), :data:`FINITE_OR_OVERFLOW` and :data:`VALUE`; the exact
+tier demands :data:`VALUE` with a bound of 0 everywhere.
 
 Mistrust: a case whose reference is more than half exact zeros, and which the
 candidate does not fail, is *mistrusted*, not passed (benchdnn's guard: such a
@@ -232,6 +241,9 @@ def _bound(ref: np.ndarray, mag: np.ndarray, t: _Terms, subnormal_mag: np.ndarra
         before = t.g64 * m + t.d_in * m + 3 * subnormal_mag
         before = before + t.g_acc * (1 + t.d_in) * m + t.under_acc * (1 + t.g_acc)
         bound = before + t.u_out * (np.abs(ref) + before) + t.under_out
+    if not math.isfinite(t.g_acc):
+        # n*u >= 1: the declared accumulation bounds nothing (and 0 * inf would make NaN bounds).
+        bound, before = np.full(np.shape(ref), math.inf), np.full(np.shape(ref), math.inf)
     return bound, before, m
 
 
@@ -352,6 +364,119 @@ def _inputs_overflow_when_rounded(inputs: tuple, fmt: str | None) -> bool:
     return False
 
 
+# ----------------------------------------------------------------- requirement
+
+#: Per-element requirement kinds of a :class:`Requirement` (``Requirement.kind``).
+VALUE = 0  # got is finite and |got - expected| <= bound
+NAN = 1  # got is NaN
+INF = 2  # got equals expected, an infinity
+FREE = 3  # no requirement: the float64 magnitude overflowed, or the finite part may overflow
+FINITE_OR_OVERFLOW = 4  # got may be +-Inf or NaN (an overflow); a finite got must be within bound
+KINDS = ("value", "nan", "inf", "free", "finite_or_overflow")
+
+
+@dataclass(frozen=True, eq=False)
+class Requirement:
+    """What each element of a candidate's output must be: the half of :func:`check` that
+    does not look at the candidate, so that a standalone repro script can carry it.
+
+    ``expected`` is float64 (in the exact tier, the oracle rounded to the output
+    format); ``bound`` is float64 per element (0 in the exact tier; for the
+    NAN, INF and FREE kinds it is whatever the formula gave and is never read);
+    ``kind`` is int8 per element, one of :data:`VALUE`, :data:`NAN`, :data:`INF`,
+    :data:`FREE`, :data:`FINITE_OR_OVERFLOW`.  :func:`meets` applies it.
+    """
+
+    tier: str
+    expected: np.ndarray
+    bound: np.ndarray
+    kind: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.expected.shape)
+
+
+def requirement(
+    ref: np.ndarray,
+    mag: np.ndarray,
+    *,
+    inputs: tuple[np.ndarray | None, ...],
+    reduction_length: int,
+    precision: Precision,
+    bias: bool = False,
+    subnormal_mag: np.ndarray | None = None,
+    free: np.ndarray | None = None,
+) -> Requirement:
+    """The per-element :class:`Requirement` on a candidate's output, with the arguments of :func:`check`
+    (which applies exactly this through :func:`meets`).  ``free`` marks elements the caller knows
+    to carry no requirement (e.g. zero padding times an infinite weight, which frameworks legitimately
+    either multiply, giving NaN, or skip)."""
+    ref = np.asarray(ref, dtype=np.float64)
+    mag = np.asarray(mag, dtype=np.float64)
+    if mag.shape != ref.shape:
+        # The caller's bug, not the candidate's: refuse loudly.
+        raise ValueError(f"mag has shape {mag.shape}, ref has {ref.shape}")
+    if ref.size == 0:
+        return Requirement("empty", ref.copy(), np.zeros(ref.shape), np.full(ref.shape, VALUE, dtype=np.int8))
+    if certifies_exact(inputs, mag, precision):
+        expected = round_to(ref, precision.output)
+        # Bit for bit: got == expected.  (Certified data makes every expected value finite;
+        # should an infinity slip in anyway, equality is still what is demanded.)
+        kind = np.where(np.isinf(expected), INF, VALUE).astype(np.int8)
+        if free is not None:
+            kind[free] = FREE
+        return Requirement("exact", expected, np.zeros(ref.shape), kind)
+
+    fmt_in = input_format(inputs, precision)
+    t = _terms(reduction_length, precision, bias, fmt_in)
+    sub = 0.0 if subnormal_mag is None else np.asarray(subnormal_mag, dtype=np.float64)
+    bound, before, m = _bound(ref, mag, t, sub)
+    with np.errstate(over="ignore", invalid="ignore"):
+        rounds_to_inf = _inputs_overflow_when_rounded(inputs, fmt_in)
+        finite_overflow = rounds_to_inf or _finite_part_may_overflow(inputs, bias, t)
+        may_overflow = (
+            (m * (1 + t.d_in) * (1 + t.g_acc) + t.under_acc > t.max_acc)
+            | ((np.abs(ref) + before) * (1 + t.u_out) + t.under_out > t.max_out)
+            | rounds_to_inf
+        )
+    regular = np.isfinite(ref) & np.isfinite(mag)
+    # Everything not assigned below carries no requirement: a finite ref whose float64
+    # magnitude overflowed, and NaN / Inf refs when the finite part may overflow.
+    kind = np.full(ref.shape, FREE, dtype=np.int8)
+    if not finite_overflow:
+        kind[np.isnan(ref)] = NAN
+        kind[np.isinf(ref)] = INF
+    kind[regular & ~may_overflow] = VALUE
+    kind[regular & may_overflow] = FINITE_OR_OVERFLOW
+    if free is not None:
+        kind[free] = FREE
+    return Requirement("real", ref, np.broadcast_to(bound, ref.shape).astype(np.float64), kind)
+
+
+def meets(got: np.ndarray, req: Requirement) -> np.ndarray:
+    """Per element of ``req``, whether ``got`` meets its requirement (a bool array of ``req.shape``).
+
+    A ``got`` of another shape meets nothing: every element is False.  Mirrored, for
+    standalone scripts, by :data:`conformance.repro.MEETS_SOURCE` (a test keeps the two equal).
+    """
+    got = np.asarray(got, dtype=np.float64)
+    if got.shape != req.expected.shape:
+        return np.zeros(req.expected.shape, dtype=bool)
+    kind = req.kind
+    with np.errstate(invalid="ignore", over="ignore"):
+        finite = np.isfinite(got)
+        # NaN on either side compares False, so a NaN bound is never met.
+        within = np.abs(got - req.expected) <= req.bound
+    return (
+        ((kind == VALUE) & finite & within)
+        | ((kind == NAN) & np.isnan(got))
+        | ((kind == INF) & (got == req.expected))
+        | (kind == FREE)
+        | ((kind == FINITE_OR_OVERFLOW) & (~finite | within))
+    )
+
+
 # --------------------------------------------------------------------- verdict
 
 
@@ -443,6 +568,7 @@ def check(
     precision: Precision,
     bias: bool = False,
     subnormal_mag: np.ndarray | None = None,
+    free: np.ndarray | None = None,
 ) -> Verdict:
     """Judge a candidate's output ``got`` against the oracle's ``ref`` (magnitude ``mag``).
 
@@ -487,10 +613,23 @@ def check(
         sum_sq = float(np.sum(diff * diff))
         error = np.abs(diff)
 
-    if certifies_exact(inputs, mag, precision):
-        verdict = _exact(got, round_to(ref, precision.output), error, sum_sq, precision, common)
+    req = requirement(
+        ref, mag, inputs=inputs, reduction_length=reduction_length, precision=precision, bias=bias,
+        subnormal_mag=subnormal_mag, free=free,
+    )  # fmt: skip
+    ok = meets(got, req)
+    if req.tier == "exact":
+        verdict = _exact(got, req.expected, ~ok, error, sum_sq, precision, common)
     else:
-        verdict = _real(got, ref, mag, error, sum_sq, inputs, reduction_length, precision, bias, subnormal_mag, common)
+        hazard = subnormal_hazard(inputs, precision) if subnormal_mag is None else None
+        verdict = _real(got, req, ~ok, error, sum_sq, precision, hazard, common)
+    bounded = (req.kind == VALUE) | (req.kind == FINITE_OR_OVERFLOW)
+    if verdict.status == "passed" and req.tier == "real" and np.any(np.isinf(req.bound[bounded])):
+        reason = (
+            f"the declared {precision.accumulation} accumulation gives no error bound for "
+            f"{reduction_length} terms, so no answer could fail"
+        )
+        verdict = _replace(verdict, status="mistrusted", reason=reason)
     if verdict.status == "passed" and zero_fraction > MOSTLY_ZERO:
         reason = (
             f"{zeros} of {size} reference values ({zero_fraction:.0%}) are exactly zero, "
@@ -504,8 +643,8 @@ def _replace(v: Verdict, **changes: Any) -> Verdict:
     return Verdict(**{**{f.name: getattr(v, f.name) for f in fields(v)}, **changes})
 
 
-def _exact(got, expected, error, sum_sq, precision: Precision, common) -> Verdict:
-    bad = ~(got == expected)  # == treats +0 and -0 as equal, and NaN as unequal
+def _exact(got, expected, bad, error, sum_sq, precision: Precision, common) -> Verdict:
+    # meets() with bound 0: +0 and -0 are equal, and NaN or Inf never equal a finite expected value
     count = int(np.count_nonzero(bad))
     if not count:
         return Verdict(
@@ -529,34 +668,18 @@ def _exact(got, expected, error, sum_sq, precision: Precision, common) -> Verdic
     )  # fmt: skip
 
 
-def _real(got, ref, mag, error, sum_sq, inputs, k, precision: Precision, bias, subnormal_mag, common) -> Verdict:
-    fmt_in = input_format(inputs, precision)
-    t = _terms(k, precision, bias, fmt_in)
-    hazard = subnormal_hazard(inputs, precision) if subnormal_mag is None else None
-    sub = 0.0 if subnormal_mag is None else np.asarray(subnormal_mag, dtype=np.float64)
-    bound, before, m = _bound(ref, mag, t, sub)
-
+def _real(got, req: Requirement, bad, error, sum_sq, precision: Precision, hazard, common) -> Verdict:
+    ref, bound, kind = req.expected, req.bound, req.kind
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        ref_nan, ref_inf = np.isnan(ref), np.isinf(ref)
-        mag_ok = np.isfinite(mag)
         got_finite = np.isfinite(got)
-        rounds_to_inf = _inputs_overflow_when_rounded(inputs, fmt_in)
-        finite_overflow = rounds_to_inf or _finite_part_may_overflow(inputs, bias, t)
-        may_overflow = (
-            (m * (1 + t.d_in) * (1 + t.g_acc) + t.under_acc > t.max_acc)
-            | ((np.abs(ref) + before) * (1 + t.u_out) + t.under_out > t.max_out)
-            | rounds_to_inf
-        )
-        regular = np.isfinite(ref) & mag_ok
-        # Elements that carry no requirement at all.
-        excused = (~regular & ~ref_nan & ~ref_inf) | ((ref_nan | ref_inf) & finite_overflow)
-        excused |= regular & may_overflow & ~got_finite
-        nan_bad = ref_nan & ~excused & ~np.isnan(got)
-        inf_bad = ref_inf & ~excused & ~(got == ref)
-        value_bad = regular & ~excused & ~(got_finite & (error <= bound))
-        ratio = np.where(regular & ~excused & got_finite, np.where(error > 0, error / bound, 0.0), 0.0)
+        valued = (kind == VALUE) | (kind == FINITE_OR_OVERFLOW)
+        # Excused: no requirement, or an overflow where one was possible.
+        excused = (kind == FREE) | ((kind == FINITE_OR_OVERFLOW) & ~got_finite)
+        nan_bad = bad & (kind == NAN)
+        inf_bad = bad & (kind == INF)
+        value_bad = bad & valued
+        ratio = np.where(valued & got_finite, np.where(error > 0, error / bound, 0.0), 0.0)
         ratio = np.where(nan_bad | inf_bad | (value_bad & ~got_finite), math.inf, ratio)
-    bad = nan_bad | inf_bad | value_bad
     count, n_excused = int(np.count_nonzero(bad)), int(np.count_nonzero(excused))
 
     flat = int(np.argmax(np.where(bad, ratio, -1.0))) if count else int(np.argmax(ratio))
@@ -602,10 +725,17 @@ def _real(got, ref, mag, error, sum_sq, inputs, k, precision: Precision, bias, s
 
 
 __all__ = [
+    "FINITE_OR_OVERFLOW",
+    "FREE",
+    "INF",
+    "KINDS",
     "MOSTLY_ZERO",
+    "NAN",
     "STATUSES",
     "TIERS",
+    "VALUE",
     "Precision",
+    "Requirement",
     "Verdict",
     "certifies_exact",
     "check",
@@ -614,5 +744,7 @@ __all__ = [
     "flush_subnormals",
     "gamma",
     "input_format",
+    "meets",
+    "requirement",
     "subnormal_hazard",
 ]

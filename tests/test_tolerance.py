@@ -471,3 +471,19 @@ def test_subnormal_inputs_under_tf32_need_their_magnitude():
     assert np.array_equal(tolerance.flush_subnormals(tiny, "tf32"), [0.0, 1.0])
     settled = _check([0.0, 1.0], ref, ref, inputs=inputs, k=1, precision=tf32, subnormal_mag=sub)
     assert settled.status == "passed"
+
+
+def test_a_precision_that_bounds_nothing_is_mistrusted_not_nan():
+    # bfloat16 accumulation over 300 terms: gamma_n(2**-8) is infinite.
+    ref = np.linspace(-1.0, 1.0, 12)
+    verdict = _check(ref.copy(), ref, np.abs(ref) + 1, k=300, precision=Precision(None, "bfloat16", "bfloat16"))
+    assert verdict.status == "mistrusted"
+    assert "no error bound" in verdict.reason
+
+
+def test_free_elements_carry_no_requirement():
+    ref = np.array([1.0, np.nan, 3.0])
+    got = np.array([1.0, 2.0, 3.0])
+    assert _check(got, ref, np.abs(np.nan_to_num(ref)) + 1).status == "failed"
+    free = np.array([False, True, False])
+    assert _check(got, ref, np.abs(np.nan_to_num(ref)) + 1, free=free).status == "passed"

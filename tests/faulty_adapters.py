@@ -1,0 +1,236 @@
+"""Deliberately faulty adapters, for the tests of :mod:`conformance.faults` and :mod:`conformance.repro`.
+
+Each is ``tests.faulty_adapters:<Class>`` to an :class:`~conformance.faults.AdapterCaller`.
+They share one small numpy convolution (:data:`NUMPY_CONV`: zeros padding,
+stride, dilation, groups, forward and backward) and differ by a fault.  The
+adapter runs its own :meth:`~NumpyConv.repro_source`, compiled, so the repro
+script computes exactly what the adapter computed, as the protocol asks.
+
+The faults that take the process down or hang it fire only on a *batched*
+problem (``batch > 1``), like a kernel that breaks on one shape: the same
+caller then shows that it recovers on the next, unbatched, problem.
+"""
+
+from __future__ import annotations
+
+import textwrap
+import threading
+from typing import Any, ClassVar
+
+import numpy as np
+
+from adapters.base import Adapter, Capabilities
+from conformance.spec import ConvSpec
+
+#: A direct convolution in plain numpy: one strided window per kernel tap.  Written out as
+#: source because every repro script embeds it.
+NUMPY_CONV = '''\
+import numpy as np
+
+
+def _windows(out, kernel, stride, dilation):
+    """Per kernel tap: the tap's index and the strided slice of the padded input it reads."""
+    for tap in np.ndindex(*kernel):
+        yield tap, (slice(None), slice(None), *(
+            slice(t * d, t * d + s * (o - 1) + 1, s) for t, o, s, d in zip(tap, out, stride, dilation)
+        ))
+
+
+def conv_forward(x, w, b, stride, pads, dilation, groups):
+    x, w = np.asarray(x, dtype=np.float64), np.asarray(w, dtype=np.float64)
+    xp = np.pad(x, [(0, 0), (0, 0), *pads])
+    kernel = w.shape[2:]
+    out = tuple((n - d * (k - 1) - 1) // s + 1 for n, k, s, d in zip(xp.shape[2:], kernel, stride, dilation))
+    ci, co = x.shape[1] // groups, w.shape[0] // groups
+    y = np.zeros((x.shape[0], w.shape[0], *out))
+    for tap, window in _windows(out, kernel, stride, dilation):
+        for g in range(groups):
+            taps = w[(slice(g * co, (g + 1) * co), slice(None), *tap)]
+            y[:, g * co:(g + 1) * co] += np.einsum("nc...,oc->no...", xp[window][:, g * ci:(g + 1) * ci], taps)
+    if b is not None:
+        y += np.asarray(b, dtype=np.float64).reshape(1, -1, *(1,) * len(out))
+    return y
+
+
+def conv_backward(x, w, b, gy, stride, pads, dilation, groups):
+    x, w, gy = (np.asarray(a, dtype=np.float64) for a in (x, w, gy))
+    xp = np.pad(x, [(0, 0), (0, 0), *pads])
+    gxp, gw = np.zeros_like(xp), np.zeros_like(w)
+    out, kernel = gy.shape[2:], w.shape[2:]
+    ci, co = x.shape[1] // groups, w.shape[0] // groups
+    positions = int(np.prod(out))
+    for tap, window in _windows(out, kernel, stride, dilation):
+        for g in range(groups):
+            cin, cout = slice(g * ci, (g + 1) * ci), slice(g * co, (g + 1) * co)
+            gyg = gy[:, cout]
+            cols = xp[window][:, cin].reshape(x.shape[0], ci, positions)
+            gw[(cout, slice(None), *tap)] += np.einsum("nop,ncp->oc", gyg.reshape(x.shape[0], co, positions), cols)
+            gxp[window][:, cin] += np.einsum("no...,oc->nc...", gyg, w[(cout, slice(None), *tap)])
+    gx = gxp[(slice(None), slice(None), *(slice(p, p + n) for (p, _), n in zip(pads, x.shape[2:])))]
+    gb = gy.sum(axis=(0, *range(2, gy.ndim))) if b is not None else None
+    return gx, gw, gb
+'''
+
+# Released by the tests when they are done with an in-process spinning call.
+RELEASE = threading.Event()
+
+
+class NumpyConv(Adapter):
+    """A correct adapter: :data:`NUMPY_CONV` on the spec's resolved padding.
+
+    Subclasses add a fault as source lines: ``prepare`` runs on ``x, w, b`` (and
+    ``grad_out``) before the convolution, ``fault`` on the output ``y``,
+    ``backward_fault`` on ``gx, gw, gb``.
+    """
+
+    name: ClassVar[str] = "numpy-correct"
+    prepare: ClassVar[str] = ""
+    fault: ClassVar[str] = ""
+    backward_fault: ClassVar[str] = ""
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(padding_modes=("zeros",), transposed=False, backward=True)
+
+    def forward(self, spec: ConvSpec, x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+        return self._compiled(spec, "forward")["candidate"](x, w, b)
+
+    def backward(self, spec: ConvSpec, x: np.ndarray, w: np.ndarray, b: np.ndarray | None, grad_out: np.ndarray):
+        return self._compiled(spec, "backward")["candidate_backward"](x, w, b, grad_out)
+
+    def repro_source(self, spec: ConvSpec, operation: str = "forward") -> str | None:
+        params = "\n".join(
+            f"{name.upper()} = {value!r}"
+            for name, value in (("stride", spec.stride), ("pads", spec.pads), ("dilation", spec.dilation),
+                                ("groups", spec.groups))
+        )  # fmt: skip
+        args = "STRIDE, PADS, DILATION, GROUPS"
+        if operation == "forward":
+            body = f"{self.prepare}\ny = conv_forward(x, w, b, {args})\n{self.fault}\nreturn y"
+            head = "def candidate(x, w, b):"
+        else:
+            body = f"{self.prepare}\ngx, gw, gb = conv_backward(x, w, b, grad_out, {args})\n{self.backward_fault}"
+            body += "\nreturn gx, gw, gb"
+            head = "def candidate_backward(x, w, b, grad_out):"
+        code = "\n".join(line for line in body.splitlines() if line.strip())
+        code = textwrap.indent(code, "    ")
+        return f"# {self.name}: a numpy convolution\n{NUMPY_CONV}\n\n{params}\n\n\n{head}\n{code}\n"
+
+    def _compiled(self, spec: ConvSpec, operation: str) -> dict[str, Any]:
+        namespace: dict[str, Any] = {}
+        # NumpyConv's, not an override: Spins has no repro (its loop waits on this process's RELEASE).
+        source = NumpyConv.repro_source(self, spec, operation)
+        exec(compile(source, f"<{self.name} {operation}>", "exec"), namespace)
+        return namespace
+
+
+class Correct(NumpyConv):
+    pass
+
+
+class Raises(NumpyConv):
+    name = "raises"
+    prepare = 'raise RuntimeError("simulated kernel failure")'
+
+
+class WrongShape(NumpyConv):
+    """Drops the last output position."""
+
+    name = "wrong-shape"
+    fault = "y = y[..., :-1]"
+
+
+class WrongDtype(NumpyConv):
+    """float64 values a float16 (or any narrower) output cannot hold: 2**-30 is below float16's smallest subnormal."""
+
+    name = "wrong-dtype"
+    fault = "y = y + 2.0**-30"
+
+
+class AllNaN(NumpyConv):
+    name = "all-nan"
+    fault = "y = np.full_like(y, np.nan)"
+
+
+class OffByOne(NumpyConv):
+    """Adds 1 to the last output element."""
+
+    name = "off-by-one"
+    fault = "y.reshape(-1)[-1] += 1.0"
+
+
+class SkipsNaN(NumpyConv):
+    """Reads NaN inputs as zero: a kernel that skips NaN."""
+
+    name = "skips-nan"
+    prepare = "x = np.nan_to_num(x, nan=0.0)"
+
+
+class WrongGradBias(NumpyConv):
+    """grad_input and grad_weight right, grad_bias off by one in its first channel."""
+
+    name = "wrong-grad-bias"
+    backward_fault = "gb = gb.copy()\ngb[0] += 1.0"
+
+
+class Sleeps(NumpyConv):
+    """Hangs in a sleep on a batched problem."""
+
+    name = "sleeps"
+    prepare = "if x.shape[0] > 1:\n    import time\n    time.sleep(3600)"
+
+
+class Exits(NumpyConv):
+    """Ends its process with exit code 3 on a batched problem."""
+
+    name = "exits"
+    prepare = "if x.shape[0] > 1:\n    import os\n    os._exit(3)"
+
+
+class Segfaults(NumpyConv):
+    """Kills its process with SIGSEGV on a batched problem."""
+
+    name = "segfaults"
+    prepare = "if x.shape[0] > 1:\n    import os, signal\n    os.kill(os.getpid(), signal.SIGSEGV)"
+
+
+class Spins(NumpyConv):
+    """Busy-loops (holding the GIL between switches) on a batched problem, until :data:`RELEASE` is set."""
+
+    name = "spins"
+
+    def forward(self, spec: ConvSpec, x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+        if spec.batch > 1:
+            while not RELEASE.is_set():
+                pass
+        return super().forward(spec, x, w, b)
+
+    def repro_source(self, spec: ConvSpec, operation: str = "forward") -> str | None:
+        return None
+
+
+class Unpicklable(NumpyConv):
+    """Returns a value that cannot cross a process boundary (a closure)."""
+
+    name = "unpicklable"
+
+    def forward(self, spec: ConvSpec, x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> Any:
+        y = super().forward(spec, x, w, b)
+        return lambda: y
+
+
+class SlowStart(NumpyConv):
+    """Takes 1.5 s to load, like a backend importing torch and initialising a device."""
+
+    name = "slow-start"
+
+    def __init__(self) -> None:
+        import time
+
+        time.sleep(1.5)
+
+
+class FailsToLoad(NumpyConv):
+    name = "fails-to-load"
+
+    def __init__(self) -> None:
+        raise ImportError("libconv.so: cannot open shared object file")
