@@ -65,6 +65,12 @@ _DENSITY_MARGIN = 0.5
 # Separate Generator streams per tensor: changing one tensor's shape leaves the
 # others' values alone, and grad_output never repeats x.
 _STREAMS = {"x": 0, "w": 1, "b": 2, "grad_output": 3}
+# A recipe's sparsity thins x and grad_output (activations and gradients are the
+# sparse tensors in practice), never below this many expected nonzero terms per
+# sum: a reference that is mostly zeros is mistrusted, so data that makes one is
+# wasted (benchdnn ties density to the accumulation length for the same reason).
+_MIN_NONZERO_TERMS = 4
+_SPARSE_LENGTH = {"x": "forward", "grad_output": "grad_input"}
 
 
 @dataclass(frozen=True)
@@ -295,13 +301,18 @@ def _tensor(spec: ConvSpec, recipe: DataRecipe, plan: _Plan, name: str, shape: t
     if kind == "ones":
         values = np.ones(size)
     elif kind == "integers":
-        values = rng.integers(-int(top), int(top), size=size, endpoint=True).astype(np.float64)
+        # Nonzero magnitudes: zeros come only from the sparsity knob, where they are counted.
+        signs = rng.integers(0, 2, size=size) * 2.0 - 1.0
+        values = signs * rng.integers(1, max(int(top), 1), size=size, endpoint=True)
     elif kind == "cancellation" and name != "b":
         values = _cancellation(rng, size, top, alternate=name != "x")
     else:
         values = _spread(rng, size, plan.low[name], top)
     if name != "b":
-        keep = min(1.0 - recipe.sparsity, plan.density[name])
+        keep = plan.density[name]
+        if name in _SPARSE_LENGTH:
+            terms = reduction_lengths(spec)[_SPARSE_LENGTH[name]] if spec.is_valid() else 1
+            keep = min(keep, max(1.0 - recipe.sparsity, min(1.0, _MIN_NONZERO_TERMS / max(terms, 1))))
         if keep < 1.0:
             values[rng.random(size) >= keep] = 0.0
     values = round_to(values, fmt)

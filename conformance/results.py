@@ -42,8 +42,11 @@ from typing import Any
 SCHEMA = "conv-conformance/results"
 VERSION = 1
 STATUSES = ("passed", "failed", "unsupported", "mistrusted", "error", "crashed", "hung")
-# Worst first: a cell's outcome is the worst status any of its cases had.
-SEVERITY = ("crashed", "hung", "error", "failed", "mistrusted", "unsupported", "passed")
+# Worst first: a cell's outcome is the worst status any of its cases had, except
+# that a mistrusted case (a mostly-zero reference) does not spoil a cell whose
+# other cases passed: mistrust says that case proved little, not that it failed.
+# A cell whose only cases were mistrusted is mistrusted, never passed.
+SEVERITY = ("crashed", "hung", "error", "failed", "passed", "mistrusted", "unsupported")
 #: Failures kept per cell: counts stay exact, but a cell that fails thousands of
 #: times (a broken backend) must not make the file unreadable.
 MAX_FAILURES_PER_CELL = 5

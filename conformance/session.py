@@ -7,6 +7,7 @@ modules call :meth:`ConformanceSession.explore` once per (cell, adapter).
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import math
 import os
@@ -93,6 +94,23 @@ def read_baseline(path: str | os.PathLike) -> dict[tuple[str, str], BaselineEntr
     return out
 
 
+def expected_failure(
+    baseline: dict[tuple[str, str], BaselineEntry], cell: str, adapter: str
+) -> BaselineEntry | None:
+    """The baseline entry covering ``cell`` on ``adapter``; entries' cell ids may be globs."""
+    exact = baseline.get((cell, adapter))
+    if exact is not None:
+        return exact
+    for (pattern, who), entry in baseline.items():
+        if who == adapter and fnmatch.fnmatchcase(cell, pattern):
+            return entry
+    return None
+
+
+def matches_any(pattern: str, adapter: str, cells: set[tuple[str, str]]) -> bool:
+    return any(who == adapter and fnmatch.fnmatchcase(cell, pattern) for cell, who in cells)
+
+
 class ConformanceSession:
     def __init__(
         self,
@@ -141,7 +159,7 @@ class ConformanceSession:
 
         record = self.results.cell(cell.id, adapter)
         self.seen_cells.add((cell.id, adapter))
-        record.expected_failure = (cell.id, adapter) in self.baseline
+        record.expected_failure = self.expected(cell.id, adapter) is not None
         caller = self.callers[adapter]
 
         @given(case=strategy)
@@ -162,6 +180,9 @@ class ConformanceSession:
             example()
         finally:
             self.write_shard()
+
+    def expected(self, cell_id: str, adapter: str) -> BaselineEntry | None:
+        return expected_failure(self.baseline, cell_id, adapter)
 
     def record_unsupported(self, cell: Any, adapter: str, reason: str) -> None:
         record = self.results.cell(cell.id, adapter)
@@ -221,6 +242,8 @@ __all__ = [
     "BaselineError",
     "ConformanceFailure",
     "ConformanceSession",
+    "expected_failure",
+    "matches_any",
     "merge_shards",
     "read_baseline",
     "register_profiles",

@@ -134,11 +134,19 @@ def test_a_million_elements_are_cheap():
         assert x.size == 1_000_000
 
 
-def test_sparsity_is_the_fraction_of_zeros():
-    spec = ConvSpec(in_channels=4, out_channels=4, input_size=(100, 100), kernel_size=1, dtype="float32")
+def test_sparsity_is_the_fraction_of_zeros_in_x_when_sums_are_long():
+    spec = ConvSpec(in_channels=64, out_channels=2, input_size=(40, 30), kernel_size=3, dtype="float32")
     for sparsity in (0.0, 0.5, 0.9):
-        x, _, _ = make_inputs(spec, DataRecipe("real", sparsity=sparsity, seed=2))
+        x, w, _ = make_inputs(spec, DataRecipe("real", sparsity=sparsity, seed=2))
         assert abs(np.mean(x == 0) - sparsity) < 0.02, sparsity
+        assert np.all(w != 0)
+
+
+def test_sparsity_leaves_a_few_nonzero_terms_in_short_sums():
+    # K = 2: a 90%-sparse x would make most outputs exactly zero, a mistrusted case.
+    spec = ConvSpec(in_channels=2, out_channels=2, input_size=(100, 100), kernel_size=1, dtype="float32")
+    x, _, _ = make_inputs(spec, DataRecipe("integers", sparsity=0.9, seed=2))
+    assert np.all(x != 0)
 
 
 # ------------------------------------------------------------------ tiers

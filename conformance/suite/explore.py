@@ -23,7 +23,7 @@ def explore_cell(session: ConformanceSession, adapter: str, cell: Cell, strategy
     if why:
         session.record_unsupported(cell, adapter, why)
         pytest.skip(f"unsupported: {why}")
-    expected = session.baseline.get((cell.id, adapter))
+    expected = session.expected(cell.id, adapter)
     try:
         session.explore(cell, adapter, strategy if strategy is not None else cell.cases(caps))
     except ConformanceFailure:

@@ -11,7 +11,12 @@ from hypothesis import given
 from conformance.cells import Cell
 from conformance.runner import run_invalid_case
 from conformance.session import BAD, ConformanceFailure
-from conformance.strategies import invalid_conv_specs
+from conformance.strategies import INVALID_RULES, invalid_conv_specs
+
+# A negative batch cannot reach a backend: tensors have no negative extents, so
+# the candidate would see an empty batch, which is valid.  Every other rule can
+# be put to a backend through its own API.
+RULES = tuple(rule for rule in INVALID_RULES if rule != "batch_nonnegative")
 
 
 @pytest.mark.conformance
@@ -20,10 +25,10 @@ def test_invalid_problems_are_rejected(conformance, adapter_name, dims):
     cell = Cell("invalid", dims, "float32", "any")
     record = conformance.results.cell(cell.id, adapter_name)
     conformance.seen_cells.add((cell.id, adapter_name))
-    record.expected_failure = (cell.id, adapter_name) in conformance.baseline
+    record.expected_failure = conformance.expected(cell.id, adapter_name) is not None
     caller = conformance.callers[adapter_name]
 
-    @given(case=invalid_conv_specs(dims=(dims,), dtypes=("float32",), layouts=("contiguous",)))
+    @given(case=invalid_conv_specs(rules=RULES, dims=(dims,), dtypes=("float32",), layouts=("contiguous",)))
     def example(case):
         spec, rule = case
         result = run_invalid_case(caller, spec, rule)
@@ -34,7 +39,7 @@ def test_invalid_problems_are_rejected(conformance, adapter_name, dims):
     try:
         example()
     except ConformanceFailure:
-        entry = conformance.baseline.get((cell.id, adapter_name))
+        entry = conformance.expected(cell.id, adapter_name)
         if entry:
             pytest.xfail(f"baseline: {entry.reason}")
         raise
