@@ -1,0 +1,141 @@
+"""The runner end to end, as a user runs it: ``conv-conformance run`` on real and faulty adapters.
+
+Each test runs the CLI in a subprocess on a small slice of the suite (``-k``),
+so the real plugin, the real Hypothesis settings, pytest-xdist and the results
+file are all exercised.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FAULTY = "tests.faulty_adapters"
+# The faulty adapters support forward and backward, zeros padding, no transposed.
+SLICE = "test_forward and 1d and float64 and (none or valid)"
+
+
+def _run(tmp_path: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "conformance.cli", *args],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def _results(path: Path) -> dict:
+    data = json.loads(path.read_text())
+    assert data["schema"] == "conv-conformance/results"
+    return data
+
+
+def _cells(data: dict, adapter: str) -> dict[str, dict]:
+    return {c["cell"]: c for c in data["cells"] if c["adapter"] == adapter}
+
+
+def test_a_correct_adapter_passes_and_every_cell_is_recorded(tmp_path):
+    done = _run(tmp_path, "run", "--adapter", f"{FAULTY}:Correct", "-k", SLICE, "--results", "r.json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    data = _results(tmp_path / "r.json")
+    cells = _cells(data, f"{FAULTY}:Correct")
+    assert set(cells) == {"forward/1d/float64/none", "forward/1d/float64/valid"}
+    assert all(c["outcome"] == "passed" and c["counts"]["passed"] > 0 for c in cells.values())
+    assert data["complete"] and data["environment"]["python"]
+
+
+def test_a_wrong_adapter_fails_with_a_minimal_case_and_a_repro_script_that_fails(tmp_path):
+    adapter = f"{FAULTY}:OffByOne"
+    done = _run(tmp_path, "run", "--adapter", adapter, "-k", SLICE, "--results", "r.json")
+    assert done.returncode == 1, done.stdout + done.stderr
+    cell = _cells(_results(tmp_path / "r.json"), adapter)["forward/1d/float64/none"]
+    assert cell["outcome"] == "failed"
+    minimal = cell["failures"][-1]
+    # Shrunk: one item, one channel, the smallest kernel and input.
+    assert minimal["descriptor"].startswith("conv1d_mb1_ic1_oc1_i1_k1"), minimal["descriptor"]
+    script = tmp_path / "repro.py"
+    script.write_text(minimal["repro"])
+    rerun = subprocess.run([sys.executable, "-I", str(script)], cwd=tmp_path, capture_output=True, text=True)
+    assert rerun.returncode == 1, rerun.stdout + rerun.stderr
+    # The CLI re-runs the recorded failure by its id.
+    again = _run(tmp_path, "repro", "r.json", f"{adapter}/forward/1d/float64/none/0")
+    assert again.returncode == 1 and "failed" in again.stdout, again.stdout + again.stderr
+
+
+def test_a_baseline_turns_a_known_failure_into_an_expected_one(tmp_path):
+    adapter = f"{FAULTY}:OffByOne"
+    baseline = tmp_path / "baseline.json"
+    baseline.write_text(json.dumps({"expected_failures": [
+        {"cell": "forward/1d/float64/*", "adapter": adapter, "reason": "known off-by-one"},
+        {"cell": "forward/9d/nothing", "adapter": adapter, "reason": "matches no cell"}]}))  # fmt: skip
+    done = _run(tmp_path, "run", "--adapter", adapter, "-k", SLICE, "--results", "r.json",
+                "--baseline", "baseline.json")  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "forward/9d/nothing" in done.stdout + done.stderr  # the entry that matched nothing is named
+    cells = _cells(_results(tmp_path / "r.json"), adapter)
+    assert {c["outcome"] for c in cells.values()} == {"expected failure"}
+
+
+def test_unknown_adapter_and_malformed_baseline_are_usage_errors(tmp_path):
+    done = _run(tmp_path, "run", "--adapter", "no-such-backend", "-k", SLICE)
+    assert done.returncode == 2
+    assert "torch" in done.stdout + done.stderr  # the known names are listed
+    (tmp_path / "bad.json").write_text("{not json")
+    done = _run(tmp_path, "run", "--adapter", f"{FAULTY}:Correct", "--baseline", "bad.json", "-k", SLICE)
+    assert done.returncode == 2
+
+
+def test_faults_get_their_own_status_and_the_run_goes_on(tmp_path):
+    # A raising adapter is an error; a crashing one, isolated, is crashed; both keep the case.
+    for name, status, extra in (("Raises", "error", []), ("Exits", "crashed", ["--isolate"])):
+        adapter = f"{FAULTY}:{name}"
+        done = _run(tmp_path, "run", "--adapter", adapter, "-k", SLICE, "--results", f"{name}.json", *extra)
+        assert done.returncode == 1, done.stdout + done.stderr
+        cells = _cells(_results(tmp_path / f"{name}.json"), adapter)
+        assert any(c["counts"][status] > 0 and c["failures"] for c in cells.values()), (name, cells)
+
+
+def test_xdist_workers_write_shards_that_merge(tmp_path):
+    done = _run(tmp_path, "run", "--adapter", f"{FAULTY}:Correct", "-k", SLICE, "--results", "r.json", "-n", "2")
+    assert done.returncode == 0, done.stdout + done.stderr
+    shards = list((tmp_path / "r.json.shards").glob("*.json"))
+    assert {p.stem for p in shards} >= {"gw0", "gw1"}
+    cells = _cells(_results(tmp_path / "r.json"), f"{FAULTY}:Correct")
+    assert len(cells) == 2
+
+
+def test_ctrl_c_writes_what_was_gathered(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "conformance.cli", "run", "--adapter", f"{FAULTY}:Correct", "--results", "r.json",
+         "-k", "test_forward and float64"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    shard = tmp_path / "r.json.shards" / "main.json"
+    deadline = time.monotonic() + 120
+    while not shard.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert shard.exists(), "no cell finished in time"
+    process.send_signal(signal.SIGINT)
+    out, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, out
+    data = _results(tmp_path / "r.json")
+    assert not data["complete"]
+    assert data["cells"], out
+
+
+@pytest.mark.torch
+def test_torch_golden_vectors_through_the_cli(tmp_path):
+    pytest.importorskip("torch")
+    done = _run(tmp_path, "run", "--adapter", "torch", "-k", "test_golden", "--results", "r.json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    cells = _cells(_results(tmp_path / "r.json"), "torch")
+    assert cells["golden/2d/float32/article-stride1"]["outcome"] == "passed"
+    assert cells["golden/2d/float32/dilation-0-rejected"]["outcome"] == "passed"
