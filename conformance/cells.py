@@ -22,6 +22,8 @@ CHAPTERS = {
     "transposed": (True, "forward"),
     "backward": (False, "backward"),
     "transposed-backward": (True, "backward"),
+    # Special values run over every padding form an adapter has: "any" in the cell id.
+    "special": (False, "forward"),
 }
 #: Special values have a chapter of their own; the arithmetic chapters use finite data.
 FINITE_DISTRIBUTIONS = tuple(d for d in DISTRIBUTIONS if d != "special")
@@ -60,7 +62,7 @@ class Cell:
             (self.device.split(":")[0] in caps.devices, f"device {self.device}"),
             (not self.transposed or caps.transposed, "transposed convolution"),
             (self.operation != "backward" or caps.backward, "backward"),
-            (self.padding_form in forms, f"{self.padding_form} padding"),
+            (self.padding_form == "any" or self.padding_form in forms, f"{self.padding_form} padding"),
         ]
         for ok, what in reasons:
             if not ok:

@@ -166,9 +166,12 @@ def _judge(spec, operation, precision: Precision, answers, x, w, b, gy) -> dict[
             verdict = _not_in_format(got, expected, precision)
             judged[product] = (verdict, None)
             continue
-        sub = _subnormal_mag(spec, operation, product, inputs, precision, mag[product], x, w, b, gy)
+        sub, free = _subnormal_terms(spec, operation, product, inputs, precision, expected, mag[product], x, w, b, gy)
+        if product == "output":
+            padding = _padding_meets_nonfinite_weight(spec, x, w)
+            free = padding if free is None else (free if padding is None else free | padding)
         kwargs = {"inputs": inputs, "reduction_length": k, "precision": precision, "bias": bias,
-                  "subnormal_mag": sub}  # fmt: skip
+                  "subnormal_mag": sub, "free": free}  # fmt: skip
         verdict = tolerance.check(got, expected, mag[product], **kwargs)
         requirement = tolerance.requirement(expected, mag[product], **kwargs) if verdict.failed else None
         judged[product] = (verdict, requirement)
@@ -188,22 +191,47 @@ def _not_in_format(got: np.ndarray, expected: np.ndarray, precision: Precision) 
                    float("inf"), float("nan"), 0.0, reason, mismatches=int(bad.sum()))  # fmt: skip
 
 
-def _subnormal_mag(spec, operation, product, inputs, precision, mag, x, w, b, gy):
-    """Where the declared precision may flush or round subnormal inputs without a relative
-    bound, the magnitude of the products that have such a factor (see tolerance.subnormal_hazard)."""
+def _padding_meets_nonfinite_weight(spec: ConvSpec, x: np.ndarray, w: np.ndarray) -> np.ndarray | None:
+    """Outputs where a zero of the padding meets an infinite or NaN weight.
+
+    IEEE says ``0 * inf`` is NaN, and a backend that multiplies the padding gives
+    NaN there; one that skips padded taps (as PyTorch's float16 and bfloat16 CPU
+    paths do) gives the finite sum of the real taps.  Neither is wrong, so those
+    outputs carry no requirement; everywhere else a NaN is still demanded.
+    """
+    if spec.transposed or spec.padding_mode != "zeros" or np.all(np.isfinite(w)):
+        return None
+    if not any(p for pair in spec.pads for p in pair):
+        return None
+    nonfinite = (~np.isfinite(w)).astype(np.float64)
+    # Per output: nonfinite weights met by real input positions, against all nonfinite taps of its channel.
+    real = oracle.forward(spec.replace(bias=False), np.ones(x.shape), nonfinite, None)
+    every = nonfinite.reshape(nonfinite.shape[0], -1).sum(axis=1).reshape((1, -1) + (1,) * spec.dims)
+    return every - real > 0
+
+
+def _subnormal_terms(spec, operation, product, inputs, precision, ref, mag, x, w, b, gy):
+    """Where the declared precision may flush or round subnormal inputs without a relative bound
+    (see tolerance.subnormal_hazard): the magnitude of the products with such a factor, and the
+    outputs whose special value depends on it (``inf * subnormal`` is inf, but NaN once flushed)."""
     fmt = tolerance.subnormal_hazard(inputs, precision)
     if fmt is None:
-        return None
+        return None, None
 
     def flush(a):
         return None if a is None else tolerance.flush_subnormals(a, fmt)
 
     if operation == "forward":
-        flushed = oracle.magnitude(spec, flush(x), flush(w), flush(b))
+        flushed_ref = oracle.forward(spec, flush(x), flush(w), flush(b))
+        flushed_mag = oracle.magnitude(spec, flush(x), flush(w), flush(b))
     else:
         index = PRODUCTS["backward"].index(product)
-        flushed = oracle.backward_magnitude(spec, flush(x), flush(w), flush(gy))[index]
-    return mag - flushed
+        flushed_ref = oracle.backward(spec, flush(x), flush(w), flush(gy))[index]
+        flushed_mag = oracle.backward_magnitude(spec, flush(x), flush(w), flush(gy))[index]
+    with np.errstate(invalid="ignore"):
+        nan_differs = np.isnan(ref) != np.isnan(flushed_ref)
+        inf_differs = (np.isinf(ref) | np.isinf(flushed_ref)) & (ref != flushed_ref)
+        return mag - flushed_mag, nan_differs | inf_differs
 
 
 # -------------------------------------------------------------------- repro
