@@ -22,6 +22,8 @@ from conformance import __version__
 from conformance.spec import ConvSpec, InvalidSpec, parse_descriptor
 
 SUITE = str(Path(__file__).resolve().parent / "suite")
+#: The built-in adapters' known discrepancies, used unless --baseline says otherwise.
+DEFAULT_BASELINE = str(Path(__file__).resolve().parent / "baselines" / "known-discrepancies.json")
 
 
 # ----------------------------------------------------------------------- run
@@ -32,7 +34,7 @@ def _pytest_args(args: argparse.Namespace, profile: str) -> list[str]:
            "--results", args.results, "--case-timeout", str(args.case_timeout)]  # fmt: skip
     for name in args.adapter or ["torch"]:
         out += ["--adapter", name]
-    if args.baseline:
+    if args.baseline != "none":
         out += ["--baseline", args.baseline]
     if args.isolate:
         out.append("--isolate")
@@ -197,7 +199,9 @@ def _suite_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--adapter", action="append", metavar="NAME",
                         help="adapter under test, repeatable (default: torch)")  # fmt: skip
     parser.add_argument("--results", default="results.json", help="results file (default: results.json)")
-    parser.add_argument("--baseline", metavar="FILE", help="expected failures (a baseline or results file)")
+    parser.add_argument("--baseline", metavar="FILE", default=DEFAULT_BASELINE,
+                        help="expected failures (a baseline or results file; default: the built-in adapters' "
+                             "known discrepancies; 'none' for no baseline)")  # fmt: skip
     parser.add_argument("--isolate", action="store_true", help="adapter calls in a child process")
     parser.add_argument("--case-timeout", type=float, default=60.0, metavar="SECONDS")
     parser.add_argument("-n", "--workers", default="1", help="pytest-xdist workers (a number or 'auto')")

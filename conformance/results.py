@@ -16,6 +16,7 @@ Schema (``"schema": "conv-conformance/results"``, ``"version": 1``)::
                     "error": 0, "crashed": 0, "hung": 0},
          "worst_ratio": 0.41,                # largest error/bound among the cell's verdicts
          "notes": ["layout channels_last: unsupported"],
+         "seconds": {"candidate": 0.12, "oracle": 0.05},   # time inside the adapter and the oracle
          "failures": [                       # the cell's minimal failing case last
            {"descriptor": "conv2d_mb1_...", "spec": {...}, "recipe": {...}, "operation": "forward",
             "status": "failed", "product": "output", "reason": "...", "verdict": {...},
@@ -69,6 +70,8 @@ class CellRecord:
     notes: list[str] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
     expected_failure: bool = False
+    seconds_candidate: float = 0.0
+    seconds_oracle: float = 0.0
 
     @property
     def status(self) -> str:
@@ -82,8 +85,16 @@ class CellRecord:
             return "expected failure" if bad else "unexpected pass"
         return self.status
 
-    def add(self, status: str, ratio: float | None = None, failure: dict[str, Any] | None = None) -> None:
+    def add(
+        self,
+        status: str,
+        ratio: float | None = None,
+        failure: dict[str, Any] | None = None,
+        seconds: tuple[float, float] = (0.0, 0.0),
+    ) -> None:
         self.counts[status] = self.counts.get(status, 0) + 1
+        self.seconds_candidate += seconds[0]
+        self.seconds_oracle += seconds[1]
         if ratio is not None and ratio == ratio and ratio > self.worst_ratio:  # NaN never wins
             self.worst_ratio = ratio
         if failure is not None:
@@ -100,6 +111,7 @@ class CellRecord:
             "counts": self.counts,
             "worst_ratio": self.worst_ratio if self.worst_ratio != float("inf") else "inf",
             "notes": self.notes,
+            "seconds": {"candidate": self.seconds_candidate, "oracle": self.seconds_oracle},
             "failures": self.failures,
         }
 
@@ -113,6 +125,8 @@ class CellRecord:
             notes=list(data.get("notes", [])),
             failures=list(data.get("failures", [])),
             expected_failure=bool(data.get("expected_failure", False)),
+            seconds_candidate=float(data.get("seconds", {}).get("candidate", 0.0)),
+            seconds_oracle=float(data.get("seconds", {}).get("oracle", 0.0)),
         )
 
 
@@ -247,6 +261,8 @@ def merge(parts: list[Results], environment: dict[str, Any] | None = None) -> Re
             into.notes += [n for n in record.notes if n not in into.notes]
             into.failures = (into.failures + record.failures)[-MAX_FAILURES_PER_CELL:]
             into.expected_failure |= record.expected_failure
+            into.seconds_candidate += record.seconds_candidate
+            into.seconds_oracle += record.seconds_oracle
     merged.complete = bool(parts) and all(p.complete for p in parts)
     return merged
 

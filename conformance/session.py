@@ -169,7 +169,8 @@ class ConformanceSession:
             spec, recipe = case
             result = run_case(caller, spec, recipe, cell.operation)
             failure = result.to_dict() if result.status in BAD or result.status == "mistrusted" else None
-            record.add(result.status, result.ratio, failure if result.status in BAD else None)
+            record.add(result.status, result.ratio, failure if result.status in BAD else None,
+                       (result.seconds_candidate, result.seconds_oracle))  # fmt: skip
             if result.status in BAD:
                 message = f"{result.status}: {adapter}.conv({spec.descriptor()}) [{recipe.describe()}]\n{result.reason}"
                 if result.repro:
