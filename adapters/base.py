@@ -31,6 +31,15 @@ from conformance.tolerance import Precision, default_precision
 
 OPERATIONS = ("forward", "backward")
 
+
+class CannotExpress(ValueError):
+    """Raised by an adapter for a problem its backend's API has no way to take (nothing was run).
+
+    The suite records such a case as *unsupported*, never as the backend
+    rejecting it: an invalid problem the adapter cannot even pass on says
+    nothing about what the backend would do with it.
+    """
+
 Grads = tuple[np.ndarray, np.ndarray, "np.ndarray | None"]
 
 
@@ -135,4 +144,4 @@ class Adapter(abc.ABC):
         return None
 
 
-__all__ = ["OPERATIONS", "Adapter", "Capabilities", "Grads", "device_kind"]
+__all__ = ["OPERATIONS", "Adapter", "CannotExpress", "Capabilities", "Grads", "device_kind"]

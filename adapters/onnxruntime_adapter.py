@@ -54,7 +54,7 @@ from typing import Any
 
 import numpy as np
 
-from adapters.base import Adapter, Capabilities, device_kind
+from adapters.base import Adapter, CannotExpress, Capabilities, device_kind
 from conformance.spec import DTYPES, ConvSpec
 from conformance.tolerance import default_precision
 
@@ -155,27 +155,27 @@ def model_recipe(spec: ConvSpec) -> dict[str, Any]:
     and channel counts that the weight shape would floor away.
     """
     if device_kind(spec.device) != "cpu":
-        raise NotImplementedError(f"device={spec.device!r}: this adapter runs ORT's CPU execution provider only")
+        raise CannotExpress(f"device={spec.device!r}: this adapter runs ORT's CPU execution provider only")
     if spec.dtype not in _DTYPES:
-        raise ValueError(f"dtype={spec.dtype!r}: no ONNX tensor type stands for it")
+        raise CannotExpress(f"dtype={spec.dtype!r}: no ONNX tensor type stands for it")
     if spec.layout != "contiguous":
-        raise NotImplementedError(f"layout={spec.layout!r}: ONNX tensors are dense row-major")
+        raise CannotExpress(f"layout={spec.layout!r}: ONNX tensors are dense row-major")
     if spec.padding_mode != "zeros":
-        raise NotImplementedError(f"padding_mode={spec.padding_mode!r}: ONNX Conv pads with zeros only")
+        raise CannotExpress(f"padding_mode={spec.padding_mode!r}: ONNX Conv pads with zeros only")
     elem_type, numpy_dtype = _DTYPES[spec.dtype]
     if spec.groups == 0:
-        raise ValueError("groups=0: the weight shape (channels/groups) is undefined, so no model can be built")
+        raise CannotExpress("groups=0: the weight shape (channels/groups) is undefined, so no model can be built")
     shapes = {"x": spec.input_shape, "w": spec.weight_shape, "b": spec.bias_shape or ()}
     for name, shape in shapes.items():
         # A graph input declared with a negative dimension reads as "unknown" to ORT, so the
         # value would never reach it: no tensor has a negative extent, say so here.
         if any(v < 0 for v in shape):
-            raise ValueError(f"{name} would have shape {shape}: no tensor has a negative extent")
+            raise CannotExpress(f"{name} would have shape {shape}: no tensor has a negative extent")
     if spec.transposed and spec.out_channels % spec.groups:
         # ConvTranspose takes its output channels from W.shape[1] * group; the spec's
         # out_channels/groups would be floored away and, without a bias to contradict
         # it, ORT would silently run a problem with fewer channels than asked for.
-        raise ValueError(
+        raise CannotExpress(
             f"out_channels={spec.out_channels} is not a multiple of groups={spec.groups}: ONNX ConvTranspose "
             "derives its output channels from the weight shape, which cannot express that"
         )
@@ -187,13 +187,13 @@ def model_recipe(spec: ConvSpec) -> dict[str, Any]:
     }
     if isinstance(spec.padding, str):
         if spec.transposed:
-            raise ValueError(
+            raise CannotExpress(
                 f"padding={spec.padding!r} on a transposed convolution: ONNX ConvTranspose's auto_pad "
                 "means output = input*stride, not this padding, so there is no faithful spelling"
             )
         auto_pad = {"valid": "VALID", "same": "SAME_UPPER"}.get(spec.padding)
         if auto_pad is None:
-            raise ValueError(f"padding={spec.padding!r}: ONNX's auto_pad has no such value")
+            raise CannotExpress(f"padding={spec.padding!r}: ONNX's auto_pad has no such value")
         attributes["auto_pad"] = auto_pad
     else:
         attributes["pads"] = [p[0] for p in spec.padding] + [p[1] for p in spec.padding]

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from adapters import base
 from conformance.spec import ConvSpec
 from conformance.tolerance import Precision
 
@@ -53,8 +54,8 @@ PAD_MODES: dict[str, str] = {
 }
 
 
-class CannotExpress(ValueError):
-    """The problem has a parameter this PyTorch API has no way to take; nothing was run."""
+# A problem with a parameter this PyTorch API has no way to take: nothing is run.
+CannotExpress = base.CannotExpress
 
 
 # ---------------------------------------------------------------------- tensors

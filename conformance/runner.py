@@ -87,6 +87,8 @@ def run_case(
     result = CaseResult(outcome.status, spec, recipe, operation, seconds_candidate=outcome.seconds)
     if outcome.status != "ok":
         result.reason = outcome.message
+        if cannot_express(outcome):
+            result.status = "unsupported"
         return result
 
     answers, problem = _answers(outcome.value, spec, operation)
@@ -107,6 +109,14 @@ def run_case(
         if worst == "failed" and requirement is not None:
             result.repro = _repro(adapter, spec, recipe, operation, product, requirement, x, w, b, gy, result.reason)
     return result
+
+
+def cannot_express(outcome: Any) -> bool:
+    """The adapter raised :class:`adapters.base.CannotExpress`: nothing reached the backend."""
+    if outcome.status != "error":
+        return False
+    kind = outcome.message.split(":", 1)[0].strip()
+    return kind.rsplit(".", 1)[-1] == "CannotExpress"
 
 
 # ------------------------------------------------------------------- answers
@@ -261,7 +271,9 @@ def run_invalid_case(caller: Any, spec: ConvSpec, rule: str) -> CaseResult:
     x, w, b = _shaped_like(spec)
     outcome = caller.call("forward", spec, x, w, b)
     result = CaseResult(outcome.status, spec, recipe, "forward", seconds_candidate=outcome.seconds)
-    if outcome.status == "error":
+    if cannot_express(outcome):
+        result.status, result.reason = "unsupported", f"the adapter cannot pass this on: {outcome.message}"
+    elif outcome.status == "error":
         result.status, result.reason = "passed", f"rejected ({rule}): {outcome.message.splitlines()[0]}"
     elif outcome.status == "ok":
         shape = getattr(outcome.value, "shape", None)

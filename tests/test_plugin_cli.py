@@ -139,3 +139,19 @@ def test_torch_golden_vectors_through_the_cli(tmp_path):
     cells = _cells(_results(tmp_path / "r.json"), "torch")
     assert cells["golden/2d/float32/article-stride1"]["outcome"] == "passed"
     assert cells["golden/2d/float32/dilation-0-rejected"]["outcome"] == "passed"
+
+
+def test_a_problem_the_adapter_cannot_pass_on_is_unsupported_not_rejected():
+    # ONNX Conv has no padding mode: the invalid-problem chapter must not count the
+    # adapter's refusal as the backend rejecting an invalid problem.
+    from conformance.data import DataRecipe
+    from conformance.faults import AdapterCaller
+    from conformance.runner import run_case, run_invalid_case
+    from conformance.spec import ConvSpec
+
+    pytest.importorskip("onnxruntime")
+    valid = ConvSpec(in_channels=1, out_channels=1, input_size=(5,), kernel_size=2, padding=1, padding_mode="reflect")
+    invalid = valid.replace(padding=((5, 0),))  # reflect padding as large as the input
+    with AdapterCaller("onnxruntime", timeout=None) as caller:
+        assert run_case(caller, valid, DataRecipe()).status == "unsupported"
+        assert run_invalid_case(caller, invalid, "reflect_padding_smaller_than_input").status == "unsupported"
