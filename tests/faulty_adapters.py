@@ -234,3 +234,10 @@ class FailsToLoad(NumpyConv):
 
     def __init__(self) -> None:
         raise ImportError("libconv.so: cannot open shared object file")
+
+
+class ExitsOn3D(NumpyConv):
+    """Ends its process on every 3-D problem: a kernel that dies on one family of shapes."""
+
+    name = "exits-on-3d"
+    prepare = "if x.ndim == 5:\n    import os\n    os._exit(3)"

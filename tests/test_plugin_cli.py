@@ -155,3 +155,17 @@ def test_a_problem_the_adapter_cannot_pass_on_is_unsupported_not_rejected():
     with AdapterCaller("onnxruntime", timeout=None) as caller:
         assert run_case(caller, valid, DataRecipe()).status == "unsupported"
         assert run_invalid_case(caller, invalid, "reflect_padding_smaller_than_input").status == "unsupported"
+
+
+def test_a_worker_killed_by_its_adapter_loses_nothing_already_gathered(tmp_path):
+    # Without --isolate, ExitsOn3D takes its xdist worker down on every 3-D cell; the
+    # 1-D and 2-D cells that finished on the same workers are still in the results.
+    adapter = f"{FAULTY}:ExitsOn3D"
+    done = _run(tmp_path, "run", "--adapter", adapter, "-k", "test_forward and float64", "--results", "r.json",
+                "-n", "2")  # fmt: skip
+    assert done.returncode != 0, done.stdout + done.stderr
+    assert "crashed" in done.stdout + done.stderr
+    cells = _cells(_results(tmp_path / "r.json"), adapter)
+    finished = {cell for cell, record in cells.items() if record["counts"]["passed"] > 0}
+    assert {f"forward/{d}d/float64/none" for d in (1, 2)} <= finished, sorted(cells)
+    assert not any(cell.startswith("forward/3d") and record["counts"]["passed"] for cell, record in cells.items())
