@@ -157,9 +157,7 @@ class ConformanceSession:
 
         from conformance.runner import run_case
 
-        record = self.results.cell(cell.id, adapter)
-        self.seen_cells.add((cell.id, adapter))
-        record.expected_failure = self.expected(cell.id, adapter) is not None
+        record = self.open_cell(cell.id, adapter)
         caller = self.callers[adapter]
 
         @given(case=strategy)
@@ -181,6 +179,13 @@ class ConformanceSession:
             example()
         finally:
             self.write_shard()
+
+    def open_cell(self, cell_id: str, adapter: str) -> Any:
+        """The cell's record, marked as run and as expected to fail where the baseline says so."""
+        record = self.results.cell(cell_id, adapter)
+        self.seen_cells.add((cell_id, adapter))
+        record.expected_failure = self.expected(cell_id, adapter) is not None
+        return record
 
     def expected(self, cell_id: str, adapter: str) -> BaselineEntry | None:
         return expected_failure(self.baseline, cell_id, adapter)

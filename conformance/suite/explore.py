@@ -10,6 +10,20 @@ from conformance.cells import Cell
 from conformance.session import ConformanceFailure, ConformanceSession
 
 
+def run_examples(session: ConformanceSession, cell_id: str, adapter: str, examples) -> None:
+    """Run a Hypothesis test of one cell; a baselined failure becomes an expected one."""
+    __tracebackhide__ = True
+    try:
+        examples()
+    except ConformanceFailure:
+        entry = session.expected(cell_id, adapter)
+        if entry:
+            pytest.xfail(f"baseline: {entry.reason}")
+        raise
+    finally:
+        session.write_shard()
+
+
 class UnexpectedPass(UserWarning):
     """A cell the baseline expects to fail passed: the baseline entry can go."""
 

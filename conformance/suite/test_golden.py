@@ -31,8 +31,7 @@ GOLDEN = {
 
 def _record(conformance, adapter_name, name, result):
     cell = Cell("golden", 2, "float32", name)
-    record = conformance.results.cell(cell.id, adapter_name)
-    conformance.seen_cells.add((cell.id, adapter_name))
+    record = conformance.open_cell(cell.id, adapter_name)
     record.add(result.status, result.ratio, result.to_dict() if result.status in BAD else None)
     conformance.write_shard()
     if result.status == "unsupported":

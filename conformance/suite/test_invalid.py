@@ -12,6 +12,7 @@ from conformance.cells import Cell
 from conformance.runner import run_invalid_case
 from conformance.session import BAD, ConformanceFailure
 from conformance.strategies import INVALID_RULES, invalid_conv_specs
+from conformance.suite.explore import run_examples
 
 # A negative batch cannot reach a backend: tensors have no negative extents, so
 # the candidate would see an empty batch, which is valid.  Every other rule can
@@ -23,9 +24,7 @@ RULES = tuple(rule for rule in INVALID_RULES if rule != "batch_nonnegative")
 @pytest.mark.parametrize("dims", (1, 2, 3))
 def test_invalid_problems_are_rejected(conformance, adapter_name, dims):
     cell = Cell("invalid", dims, "float32", "any")
-    record = conformance.results.cell(cell.id, adapter_name)
-    conformance.seen_cells.add((cell.id, adapter_name))
-    record.expected_failure = conformance.expected(cell.id, adapter_name) is not None
+    record = conformance.open_cell(cell.id, adapter_name)
     caller = conformance.callers[adapter_name]
 
     @given(case=invalid_conv_specs(rules=RULES, dims=(dims,), dtypes=("float32",), layouts=("contiguous",)))
@@ -36,12 +35,4 @@ def test_invalid_problems_are_rejected(conformance, adapter_name, dims):
         if result.status in BAD:
             raise ConformanceFailure(f"{adapter_name}.conv({spec.descriptor()}): {result.reason}")
 
-    try:
-        example()
-    except ConformanceFailure:
-        entry = conformance.expected(cell.id, adapter_name)
-        if entry:
-            pytest.xfail(f"baseline: {entry.reason}")
-        raise
-    finally:
-        conformance.write_shard()
+    run_examples(conformance, cell.id, adapter_name, example)

@@ -21,6 +21,7 @@ from conformance.data import DataRecipe, make_inputs
 from conformance.session import BAD, ConformanceFailure
 from conformance.spec import ConvSpec
 from conformance.strategies import conv_specs
+from conformance.suite.explore import run_examples
 
 PROPERTIES = ("linearity-x", "linearity-w", "adjoint", "groups-concatenate", "batch-invariance", "repeatable")
 EXACT = DataRecipe("integers", seed=0, scale=1)
@@ -128,9 +129,7 @@ def test_property(conformance, adapter_name, prop, dims):
     if not usable or (needs_transposed and not caps.transposed):
         conformance.record_unsupported(cell, adapter_name, f"{prop} needs what {adapter_name} does not support")
         pytest.skip(f"unsupported by {adapter_name}")
-    record = conformance.results.cell(cell.id, adapter_name)
-    conformance.seen_cells.add((cell.id, adapter_name))
-    record.expected_failure = conformance.expected(cell.id, adapter_name) is not None
+    record = conformance.open_cell(cell.id, adapter_name)
 
     @given(spec=_specs(prop, dims, caps), seed=st.integers(0, 2**16))
     def example(spec, seed):
@@ -143,15 +142,7 @@ def test_property(conformance, adapter_name, prop, dims):
             raise ConformanceFailure(f"{adapter_name}: {prop} on {spec.descriptor()}: {broken}") from None
         record.add("passed")
 
-    try:
-        example()
-    except ConformanceFailure:
-        entry = conformance.expected(cell.id, adapter_name)
-        if entry:
-            pytest.xfail(f"baseline: {entry.reason}")
-        raise
-    finally:
-        conformance.write_shard()
+    run_examples(conformance, cell.id, adapter_name, example)
 
 
 __all__ = ["BAD", "PROPERTIES"]
