@@ -166,8 +166,8 @@ class ConformanceSession:
                 return  # the budget is spent: the remaining examples finish at once, unrecorded
             spec, recipe = case
             result = run_case(caller, spec, recipe, cell.operation)
-            failure = result.to_dict() if result.status in BAD or result.status == "mistrusted" else None
-            record.add(result.status, result.ratio, failure if result.status in BAD else None,
+            failure = result.to_dict() if result.status in BAD else None
+            record.add(result.status, result.ratio, failure,
                        (result.seconds_candidate, result.seconds_oracle))  # fmt: skip
             if result.status in BAD:
                 message = f"{result.status}: {adapter}.conv({spec.descriptor()}) [{recipe.describe()}]\n{result.reason}"
@@ -230,7 +230,6 @@ def merge_shards(results_path: str, environment: dict[str, Any] | None, complete
             warnings.warn(f"skipping unreadable results shard {shard}: {error}", stacklevel=1)
     merged = merge(parts, environment)
     merged.complete = complete and all(p.complete for p in parts)
-    merged.finished = merged.finished or None
     return merged
 
 
