@@ -3,6 +3,7 @@
 * ``run``: the conformance suite on one or more adapters; writes the results file.
 * ``fuzz --minutes N``: the fuzz profile (long runs, Hypothesis database on) until the time is spent.
 * ``adapters``: the adapters this machine can load, with their capabilities.
+* ``report RESULTS -o report.html [--baseline OLD]``: the self-contained HTML compliance report.
 * ``repro RESULTS FAILURE``: re-run one recorded failure (and optionally write its standalone script).
 * ``describe DESCRIPTOR``: validate one problem and print its shapes.
 
@@ -84,9 +85,19 @@ def _run(args: argparse.Namespace) -> int:
     import pytest
 
     code = pytest.main(_pytest_args(args, args.profile))
-    if Path(args.results).exists():
-        _summary(args.results)
-    return _exit_code(code)
+    return _finish(args, _exit_code(code))
+
+
+def _finish(args: argparse.Namespace, code: int) -> int:
+    """Summarize what the run gathered and write its report, interrupted or not."""
+    if not Path(args.results).exists():
+        return code
+    _summary(args.results)
+    if args.report:
+        written = _write_report(args.results, args.report, None)
+        if written and code == 0:
+            return written
+    return code
 
 
 def _fuzz(args: argparse.Namespace) -> int:
@@ -95,9 +106,28 @@ def _fuzz(args: argparse.Namespace) -> int:
     print(f"fuzzing {', '.join(args.adapter or ['torch'])} for {args.minutes} minute(s); "
           "each dot is a cell, the Hypothesis database keeps what it finds")  # fmt: skip
     code = pytest.main([*_pytest_args(args, "fuzz"), "--time-budget", str(args.minutes)])
-    if Path(args.results).exists():
-        _summary(args.results)
-    return _exit_code(code)
+    return _finish(args, _exit_code(code))
+
+
+# -------------------------------------------------------------------- report
+
+
+def _report(args: argparse.Namespace) -> int:
+    return _write_report(args.results_file, args.output, args.baseline)
+
+
+def _write_report(results_path: str, output: str, baseline: str | None) -> int:
+    """0 when the page is written; 2, with the reason, when a file cannot be read."""
+    from conformance.results import ResultsError
+    from reports import write_report
+
+    try:
+        path = write_report(results_path, output, baseline)
+    except ResultsError as error:
+        print(f"conv-conformance: no report: {error}", file=sys.stderr)
+        return 2
+    print(f"report: {path}")
+    return 0
 
 
 # ------------------------------------------------------------------ adapters
@@ -199,6 +229,7 @@ def _suite_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--adapter", action="append", metavar="NAME",
                         help="adapter under test, repeatable (default: torch)")  # fmt: skip
     parser.add_argument("--results", default="results.json", help="results file (default: results.json)")
+    parser.add_argument("--report", metavar="HTML", help="also write the HTML compliance report here")
     parser.add_argument("--baseline", metavar="FILE", default=DEFAULT_BASELINE,
                         help="expected failures (a baseline or results file; default: the built-in adapters' "
                              "known discrepancies; 'none' for no baseline)")  # fmt: skip
@@ -226,6 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     adapters = commands.add_parser("adapters", help="list adapters and their capabilities")
     adapters.set_defaults(handler=_adapters)
+
+    report = commands.add_parser("report", help="render a results file as a self-contained HTML report")
+    report.add_argument("results_file")
+    report.add_argument("-o", "--output", default="report.html", help="the page to write (default: report.html)")
+    report.add_argument("--baseline", metavar="OLD.json",
+                        help="an earlier results file: what changed since goes first on the page")  # fmt: skip
+    report.set_defaults(handler=_report)
 
     repro = commands.add_parser("repro", help="re-run one recorded failure")
     repro.add_argument("results_file")

@@ -17,9 +17,11 @@ Schema (``"schema": "conv-conformance/results"``, ``"version": 1``)::
          "worst_ratio": 0.41,                # largest error/bound among the cell's verdicts
          "notes": ["layout channels_last: unsupported"],
          "seconds": {"candidate": 0.12, "oracle": 0.05},   # time inside the adapter and the oracle
+         "coverage": {"stride": {"1": 20, "2": 5}, ...},   # cases per attribute value
          "failures": [                       # the cell's minimal failing case last
            {"descriptor": "conv2d_mb1_...", "spec": {...}, "recipe": {...}, "operation": "forward",
-            "status": "failed", "product": "output", "reason": "...", "verdict": {...},
+            "status": "failed", "product": "output", "reason": "...", "verdicts": {...},
+            "heatmap": {...},                  # error/bound over one output plane (conformance.heatmap)
             "repro": "#!/usr/bin/env python3 ..."}]}
       ]
     }
@@ -72,6 +74,8 @@ class CellRecord:
     expected_failure: bool = False
     seconds_candidate: float = 0.0
     seconds_oracle: float = 0.0
+    #: attribute -> value -> cases (see :mod:`conformance.coverage`)
+    coverage: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def status(self) -> str:
@@ -91,8 +95,12 @@ class CellRecord:
         ratio: float | None = None,
         failure: dict[str, Any] | None = None,
         seconds: tuple[float, float] = (0.0, 0.0),
+        attributes: dict[str, str] | None = None,
     ) -> None:
         self.counts[status] = self.counts.get(status, 0) + 1
+        for attribute, value in (attributes or {}).items():
+            seen = self.coverage.setdefault(attribute, {})
+            seen[value] = seen.get(value, 0) + 1
         self.seconds_candidate += seconds[0]
         self.seconds_oracle += seconds[1]
         if ratio is not None and ratio == ratio and ratio > self.worst_ratio:  # NaN never wins
@@ -112,6 +120,7 @@ class CellRecord:
             "worst_ratio": self.worst_ratio if self.worst_ratio != float("inf") else "inf",
             "notes": self.notes,
             "seconds": {"candidate": self.seconds_candidate, "oracle": self.seconds_oracle},
+            "coverage": self.coverage,
             "failures": self.failures,
         }
 
@@ -127,6 +136,10 @@ class CellRecord:
             expected_failure=bool(data.get("expected_failure", False)),
             seconds_candidate=float(data.get("seconds", {}).get("candidate", 0.0)),
             seconds_oracle=float(data.get("seconds", {}).get("oracle", 0.0)),
+            coverage={
+                str(attribute): {str(v): int(n) for v, n in values.items()}
+                for attribute, values in data.get("coverage", {}).items()
+            },
         )
 
 
@@ -200,8 +213,12 @@ class Results:
         results.started = data.get("started") or results.started
         results.finished = data.get("finished")
         results.complete = bool(data.get("complete", False))
-        for raw in data.get("cells", []):
-            record = CellRecord.from_dict(raw)
+        for i, raw in enumerate(data.get("cells", [])):
+            try:
+                record = CellRecord.from_dict(raw)
+            except (KeyError, TypeError, ValueError, AttributeError) as error:
+                why = f"{type(error).__name__}: {error}"
+                raise ResultsError(f"results file: cell entry {i} is malformed ({why})") from None
             results.cells[(record.cell, record.adapter)] = record
         return results
 
@@ -237,7 +254,15 @@ def write_json(path: str | os.PathLike, data: dict[str, Any]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
     with os.fdopen(fd, "w") as handle:
         json.dump(data, handle, indent=1, sort_keys=False, default=_json_default)
+    # mkstemp makes the file private; a results file is a CI artifact others read.
+    os.chmod(tmp, 0o666 & ~_umask())
     os.replace(tmp, path)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _json_default(value: Any) -> Any:
@@ -263,6 +288,10 @@ def merge(parts: list[Results], environment: dict[str, Any] | None = None) -> Re
             into.expected_failure |= record.expected_failure
             into.seconds_candidate += record.seconds_candidate
             into.seconds_oracle += record.seconds_oracle
+            for attribute, values in record.coverage.items():
+                seen = into.coverage.setdefault(attribute, {})
+                for value, n in values.items():
+                    seen[value] = seen.get(value, 0) + n
     merged.complete = bool(parts) and all(p.complete for p in parts)
     return merged
 

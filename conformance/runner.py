@@ -15,6 +15,7 @@ import numpy as np
 from conformance import oracle, tolerance
 from conformance.data import DataRecipe, make_grad_output, make_inputs, reduction_lengths
 from conformance.formats import is_representable, round_to
+from conformance.heatmap import heatmap
 from conformance.spec import RULES, ConvSpec
 from conformance.tolerance import Precision, Verdict
 
@@ -36,6 +37,8 @@ class CaseResult:
     seconds_candidate: float = 0.0
     seconds_oracle: float = 0.0
     repro: str | None = None
+    #: error/bound over the plane of the worst failing element (see :mod:`conformance.heatmap`)
+    heatmap: dict[str, Any] | None = None
 
     @property
     def ratio(self) -> float | None:
@@ -59,6 +62,7 @@ class CaseResult:
             "verdicts": {p: v.to_dict() for p, v in self.verdicts.items()},
             "seconds_candidate": self.seconds_candidate,
             "seconds_oracle": self.seconds_oracle,
+            "heatmap": self.heatmap,
             "repro": self.repro,
         }
 
@@ -107,6 +111,8 @@ def run_case(
         verdict, requirement = judged[product]
         result.reason = f"{product}: {verdict.reason}"
         if worst == "failed" and requirement is not None:
+            ratios = tolerance.element_ratios(answers[product], requirement)
+            result.heatmap = heatmap(ratios, verdict.worst_index, product)
             result.repro = _repro(adapter, spec, recipe, operation, product, requirement, x, w, b, gy, result.reason)
     return result
 

@@ -155,6 +155,7 @@ class ConformanceSession:
         """
         from hypothesis import given
 
+        from conformance.coverage import case_attributes
         from conformance.runner import run_case
 
         record = self.open_cell(cell.id, adapter)
@@ -167,8 +168,8 @@ class ConformanceSession:
             spec, recipe = case
             result = run_case(caller, spec, recipe, cell.operation)
             failure = result.to_dict() if result.status in BAD else None
-            record.add(result.status, result.ratio, failure,
-                       (result.seconds_candidate, result.seconds_oracle))  # fmt: skip
+            record.add(result.status, result.ratio, failure, (result.seconds_candidate, result.seconds_oracle),
+                       case_attributes(spec, recipe, cell.operation))  # fmt: skip
             if result.status in BAD:
                 message = f"{result.status}: {adapter}.conv({spec.descriptor()}) [{recipe.describe()}]\n{result.reason}"
                 if result.repro:

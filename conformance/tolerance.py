@@ -477,6 +477,29 @@ def meets(got: np.ndarray, req: Requirement) -> np.ndarray:
     )
 
 
+def element_ratios(got: np.ndarray, req: Requirement) -> np.ndarray:
+    """Per element, ``error / bound``: above 1 fails.  0 where the element equals its reference or
+    carries no requirement; ``inf`` where a special value or an exact-tier value is wrong (no
+    bound applies there).  The failure heatmaps of the report draw this."""
+    got = np.asarray(got, dtype=np.float64)
+    bad = ~meets(got, req)
+    if req.tier == "exact":
+        return np.where(bad, math.inf, 0.0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        both = np.isfinite(got) & np.isfinite(req.expected)
+        error = np.abs(np.where(both, got - req.expected, 0.0))
+    return _ratios(got, req, bad, error)
+
+
+def _ratios(got: np.ndarray, req: Requirement, bad: np.ndarray, error: np.ndarray) -> np.ndarray:
+    kind = req.kind
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        got_finite = np.isfinite(got)
+        valued = (kind == VALUE) | (kind == FINITE_OR_OVERFLOW)
+        ratio = np.where(valued & got_finite, np.where(error > 0, error / req.bound, 0.0), 0.0)
+        return np.where(bad & ~(valued & got_finite), math.inf, ratio)
+
+
 # --------------------------------------------------------------------- verdict
 
 
@@ -670,16 +693,12 @@ def _exact(got, expected, bad, error, sum_sq, precision: Precision, common) -> V
 
 def _real(got, req: Requirement, bad, error, sum_sq, precision: Precision, hazard, common) -> Verdict:
     ref, bound, kind = req.expected, req.bound, req.kind
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        got_finite = np.isfinite(got)
-        valued = (kind == VALUE) | (kind == FINITE_OR_OVERFLOW)
-        # Excused: no requirement, or an overflow where one was possible.
-        excused = (kind == FREE) | ((kind == FINITE_OR_OVERFLOW) & ~got_finite)
-        nan_bad = bad & (kind == NAN)
-        inf_bad = bad & (kind == INF)
-        value_bad = bad & valued
-        ratio = np.where(valued & got_finite, np.where(error > 0, error / bound, 0.0), 0.0)
-        ratio = np.where(nan_bad | inf_bad | (value_bad & ~got_finite), math.inf, ratio)
+    got_finite = np.isfinite(got)
+    # Excused: no requirement, or an overflow where one was possible.
+    excused = (kind == FREE) | ((kind == FINITE_OR_OVERFLOW) & ~got_finite)
+    nan_bad = bad & (kind == NAN)
+    inf_bad = bad & (kind == INF)
+    ratio = _ratios(got, req, bad, error)
     count, n_excused = int(np.count_nonzero(bad)), int(np.count_nonzero(excused))
 
     flat = int(np.argmax(np.where(bad, ratio, -1.0))) if count else int(np.argmax(ratio))
@@ -740,6 +759,7 @@ __all__ = [
     "certifies_exact",
     "check",
     "default_precision",
+    "element_ratios",
     "error_bound",
     "flush_subnormals",
     "gamma",

@@ -158,6 +158,14 @@ class OffByOne(NumpyConv):
     fault = "y.reshape(-1)[-1] += 1.0"
 
 
+class LastRowLow(NumpyConv):
+    """On 2-D outputs of at least 3x3, the last output row comes back 1% low: a tile remainder
+    scaled wrong.  Its minimal failure is a 3x3 output, so the report's heatmap has a shape."""
+
+    name = "last-row-low"
+    fault = "if y.ndim == 4 and min(y.shape[2:]) >= 3:\n    y[:, :, -1, :] *= 0.99"
+
+
 class SkipsNaN(NumpyConv):
     """Reads NaN inputs as zero: a kernel that skips NaN."""
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from conformance.cells import Cell
+from conformance.coverage import case_attributes
 from conformance.data import DataRecipe
 from conformance.runner import run_case, run_invalid_case
 from conformance.session import BAD
@@ -32,7 +33,8 @@ GOLDEN = {
 def _record(conformance, adapter_name, name, result):
     cell = Cell("golden", 2, "float32", name)
     record = conformance.open_cell(cell.id, adapter_name)
-    record.add(result.status, result.ratio, result.to_dict() if result.status in BAD else None)
+    record.add(result.status, result.ratio, result.to_dict() if result.status in BAD else None,
+               attributes=case_attributes(result.spec, None, "forward"))  # fmt: skip
     conformance.write_shard()
     if result.status == "unsupported":
         pytest.skip(result.reason)

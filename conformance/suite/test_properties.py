@@ -17,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conformance.cells import Cell
+from conformance.coverage import case_attributes
 from conformance.data import DataRecipe, make_inputs
 from conformance.session import BAD, ConformanceFailure
 from conformance.spec import ConvSpec
@@ -136,11 +137,11 @@ def test_property(conformance, adapter_name, prop, dims):
         try:
             _check(prop, caller, spec, seed)
         except Broken as broken:
-            record.add("failed", None, {"descriptor": spec.descriptor(), "spec": spec.to_dict(),
-                                        "recipe": EXACT.to_dict(), "operation": prop, "status": "failed",
-                                        "reason": str(broken)})  # fmt: skip
+            failure = {"descriptor": spec.descriptor(), "spec": spec.to_dict(), "recipe": EXACT.to_dict(),
+                       "operation": prop, "status": "failed", "reason": str(broken)}  # fmt: skip
+            record.add("failed", None, failure, attributes=case_attributes(spec, EXACT, prop))
             raise ConformanceFailure(f"{adapter_name}: {prop} on {spec.descriptor()}: {broken}") from None
-        record.add("passed")
+        record.add("passed", attributes=case_attributes(spec, EXACT, prop))
 
     run_examples(conformance, cell.id, adapter_name, example)
 

@@ -1,0 +1,76 @@
+"""What a case exercised, attribute by attribute: the report's "coverage by attribute value".
+
+Each case counts once under each attribute, so a reader sees which strides,
+groupings, padding forms, layouts, batch sizes and data tiers the run reached
+and which it never did.  Values are short strings; per-axis attributes list
+their distinct values (``"1,2"`` for a stride of ``(1, 2)``), which keeps the
+table small whatever the dimensionality.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: The attributes, in the order the report lists them.
+ATTRIBUTES = (
+    "operation", "dims", "dtype", "transposed", "stride", "dilation", "groups", "padding form",
+    "padding mode", "output padding", "bias", "layout", "device", "batch", "data",
+)  # fmt: skip
+
+
+def case_attributes(spec: Any, recipe: Any = None, operation: str = "forward") -> dict[str, str]:
+    """The attribute values of one case.  Works on invalid problems too: nothing here validates."""
+    out = {
+        "operation": operation,
+        "dims": f"{_safe(lambda: spec.dims)}-D",
+        "dtype": str(spec.dtype),
+        "transposed": "yes" if spec.transposed else "no",
+        "stride": _axes(spec.stride),
+        "dilation": _axes(spec.dilation),
+        "groups": _groups(spec),
+        "padding form": str(_safe(lambda: spec.padding_form)),
+        "padding mode": str(spec.padding_mode),
+        "output padding": _axes(spec.output_padding) if spec.transposed else "n/a",
+        "bias": "yes" if spec.bias else "no",
+        "layout": str(spec.layout),
+        "device": str(spec.device),
+        "batch": _batch(spec.batch),
+        "data": _data(recipe),
+    }
+    return out
+
+
+def _safe(get: Any) -> Any:
+    try:
+        return get()
+    except Exception:  # an invalid problem may lack a derived value
+        return "?"
+
+
+def _axes(value: Any) -> str:
+    if isinstance(value, (tuple, list)):
+        return ",".join(str(v) for v in sorted(set(value))) or "?"
+    return str(value)
+
+
+def _groups(spec: Any) -> str:
+    groups = spec.groups
+    if groups == 1:
+        return "1"
+    if groups == spec.in_channels:
+        return "depthwise"
+    return "grouped"
+
+
+def _batch(batch: Any) -> str:
+    return str(batch) if isinstance(batch, int) and batch <= 4 else "5+"
+
+
+def _data(recipe: Any) -> str:
+    if recipe is None:
+        return "fixed"
+    sparse = " sparse" if getattr(recipe, "sparsity", 0) else ""
+    return f"{recipe.distribution}{sparse}"
+
+
+__all__ = ["ATTRIBUTES", "case_attributes"]

@@ -1,0 +1,390 @@
+"""What the compliance report says, as plain data: the template only lays it out.
+
+Everything here is computed from a :class:`~conformance.results.Results` (and
+optionally a baseline run's); every string that came from an adapter stays a
+plain string, escaped by the template's autoescaping, never marked safe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from conformance.coverage import ATTRIBUTES
+from conformance.results import STATUSES, CellRecord, Results
+
+#: The statuses a reader sees, per cell and per case, in the order they are listed.
+OUTCOMES = (
+    "passed", "failed", "unsupported", "mistrusted", "error", "crashed", "hung", "expected failure",
+    "unexpected pass",
+)  # fmt: skip
+BAD = ("failed", "error", "crashed", "hung")
+#: Full failure cards on one page; past this the failing cells are listed in a table, counts intact.
+MAX_CARDS = 100
+#: Recorded failures listed under a card besides its minimal one.
+MAX_OTHER_FAILURES = 4
+#: A repro script longer than this is not inlined: the card gives the command that writes it.
+MAX_INLINE_REPRO = 100_000
+
+RATE_FORMULA = (
+    "pass rate = (passed + unexpected pass) ÷ (passed + unexpected pass + failed + expected failure + error "
+    "+ crashed + hung)"
+)
+RATE_NOTE = (
+    "The denominator is what gave a verdict. Unsupported never counts as passed: it ran nothing, and the "
+    "adapter's coverage says how much of the matrix it could run at all. Mistrusted is neither a pass nor a "
+    "failure: the reference was mostly zero or the declared precision gave no bound, so agreement proved "
+    "little; it is counted in its own column. Expected failures, errors, crashes and hangs count against the rate."
+)
+#: The outcomes that gave a verdict: the pass rate's denominator.
+JUDGED = ("passed", "unexpected pass", "failed", "expected failure", "error", "crashed", "hung")
+COVERAGE_FORMULA = "coverage = (cells − unsupported cells) ÷ cells"
+
+#: Values each attribute can take, so that values a run never reached show as 0 rather than not at all.
+DOMAINS: dict[str, tuple[str, ...]] = {
+    "operation": ("forward", "backward"),
+    "dims": ("1-D", "2-D", "3-D"),
+    "dtype": ("float64", "float32", "float16", "bfloat16"),
+    "transposed": ("no", "yes"),
+    "stride": ("1", "2", "3"),
+    "dilation": ("1", "2", "3"),
+    "groups": ("1", "grouped", "depthwise"),
+    "padding form": ("none", "symmetric", "asymmetric", "same", "valid"),
+    "padding mode": ("zeros", "reflect", "replicate", "circular"),
+    "bias": ("no", "yes"),
+    "layout": ("contiguous", "channels_last", "strided"),
+    "batch": ("0", "1", "2", "3", "4", "5+"),
+    "data": ("ones", "integers", "real", "cancellation", "special"),
+}
+
+
+@dataclass
+class Summary:
+    adapter: str
+    cells: dict[str, int]
+    cases: dict[str, int]
+    cell_rate: float | None
+    case_rate: float | None
+    coverage: float | None
+
+
+@dataclass
+class Card:
+    """One failing (cell, adapter): its minimal failure in full, the other kept failures listed."""
+
+    anchor: str
+    cell: str
+    adapter: str
+    outcome: str
+    counts: dict[str, int]
+    minimal: dict[str, Any]
+    spec_rows: list[tuple[str, str]]
+    worst: list[tuple[str, str]]
+    heatmap: dict[str, Any] | None
+    repro: str | None
+    repro_command: str
+    others: list[dict[str, Any]]
+    more: int
+
+
+@dataclass
+class Diff:
+    new_failures: list[dict[str, Any]] = field(default_factory=list)
+    fixed: list[dict[str, Any]] = field(default_factory=list)
+    still_failing: list[dict[str, Any]] = field(default_factory=list)
+    appeared: list[dict[str, Any]] = field(default_factory=list)
+    vanished: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    title: str
+    results_path: str
+    environment: dict[str, Any]
+    header: list[tuple[str, str]]
+    complete: bool
+    adapters: list[str]
+    summaries: list[Summary]
+    matrix: list[dict[str, Any]]
+    coverage: list[dict[str, Any]]
+    cards: list[Card]
+    uncarded: list[dict[str, Any]]
+    diff: Diff | None
+    baseline_path: str | None
+    total_cases: int
+    outcomes: tuple[str, ...] = OUTCOMES
+    rate_formula: str = RATE_FORMULA
+    rate_note: str = RATE_NOTE
+    coverage_formula: str = COVERAGE_FORMULA
+
+
+def case_outcomes(record: CellRecord) -> dict[str, int]:
+    """The record's case counts in the reader's terms: a baselined cell's bad cases are expected
+    failures, and the passing cases of a cell that was expected to fail are unexpected passes."""
+    out = dict.fromkeys(OUTCOMES, 0)
+    for status in STATUSES:
+        n = int(record.counts.get(status, 0))
+        if record.expected_failure and status in BAD:
+            out["expected failure"] += n
+        elif record.outcome == "unexpected pass" and status == "passed":
+            out["unexpected pass"] += n
+        else:
+            out[status] += n
+    return out
+
+
+def pass_rate(counts: dict[str, int]) -> float | None:
+    judged = sum(counts.get(outcome, 0) for outcome in JUDGED)
+    return (counts.get("passed", 0) + counts.get("unexpected pass", 0)) / judged if judged else None
+
+
+def build(results: Results, *, results_path: str = "", baseline: Results | None = None,
+          baseline_path: str | None = None) -> Report:  # fmt: skip
+    records = [results.cells[key] for key in sorted(results.cells)]
+    adapters = sorted({r.adapter for r in records})
+    env = results.environment or {}
+    cards, uncarded = _cards(records, results_path)
+    return Report(
+        title=f"Convolution conformance: {', '.join(adapters) or 'no adapters'}",
+        results_path=results_path,
+        environment=env,
+        header=_header(results, env),
+        complete=results.complete,
+        adapters=adapters,
+        summaries=[_summary(a, [r for r in records if r.adapter == a]) for a in adapters],
+        matrix=_matrix(records, adapters),
+        coverage=_coverage(records, adapters),
+        cards=cards,
+        uncarded=uncarded,
+        diff=_diff(results, baseline) if baseline is not None else None,
+        baseline_path=baseline_path,
+        total_cases=sum(sum(r.counts.values()) for r in records),
+    )
+
+
+# --------------------------------------------------------------------- header
+
+
+def _header(results: Results, env: dict[str, Any]) -> list[tuple[str, str]]:
+    backends = env.get("backends") or {}
+    versions = "; ".join(
+        f"{adapter}: " + (", ".join(f"{k} {v}" for k, v in sorted(_mapping(found).items())) or "no versions reported")
+        for adapter, found in sorted(_mapping(backends).items())
+    )
+    gpus = env.get("gpus") or []
+    rows = [
+        ("suite", f"conv-conformance {env.get('suite', '?')}"),
+        ("started", str(results.started)),
+        ("finished", str(results.finished or "not finished")),
+        ("profile", str(env.get("profile", "?"))),
+        ("seed", "derandomized (fixed)" if env.get("seed") is None else str(env.get("seed"))),
+        ("python", str(env.get("python", "?"))),
+        ("numpy", str(env.get("numpy", "?"))),
+        ("backends", versions or "none recorded"),
+        ("platform", str(env.get("platform", "?"))),
+        ("CPU", str(env.get("cpu", "?"))),
+        ("GPU", ", ".join(str(g) for g in gpus) if isinstance(gpus, list) and gpus else "none"),
+        ("command", str(env.get("command") or "not recorded")),
+    ]
+    return rows
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+# -------------------------------------------------------------------- summary
+
+
+def _summary(adapter: str, records: list[CellRecord]) -> Summary:
+    cells = dict.fromkeys(OUTCOMES, 0)
+    cases = dict.fromkeys(OUTCOMES, 0)
+    for record in records:
+        cells[record.outcome] += 1
+        for outcome, n in case_outcomes(record).items():
+            cases[outcome] += n
+    total = len(records)
+    return Summary(
+        adapter=adapter, cells=cells, cases=cases, cell_rate=pass_rate(cells), case_rate=pass_rate(cases),
+        coverage=(total - cells["unsupported"]) / total if total else None,
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------- matrix
+
+
+def _matrix(records: list[CellRecord], adapters: list[str]) -> list[dict[str, Any]]:
+    rows: dict[str, dict[str, Any]] = {}
+    for record in records:
+        row = rows.setdefault(record.cell, {"cell": record.cell, "by_adapter": {}})
+        row["by_adapter"][record.adapter] = {
+            "outcome": record.outcome,
+            "cases": sum(record.counts.values()),
+            "bad": sum(record.counts.get(s, 0) for s in BAD),
+            "worst_ratio": record.worst_ratio,
+            "notes": "; ".join(record.notes),
+            "anchor": _anchor(record.cell, record.adapter) if record.status in BAD else None,
+        }
+    for row in rows.values():
+        row["outcomes"] = " ".join(sorted({c["outcome"] for c in row["by_adapter"].values()}))
+    return [rows[cell] for cell in sorted(rows, key=_cell_order)]
+
+
+def _cell_order(cell: str) -> tuple:
+    chapter, _, rest = cell.partition("/")
+    order = ("forward", "transposed", "backward", "transposed-backward", "special", "golden", "invalid", "properties")
+    return (order.index(chapter) if chapter in order else len(order), chapter, rest)
+
+
+def _anchor(cell: str, adapter: str) -> str:
+    safe = "".join(c if c.isalnum() else "-" for c in f"{adapter}--{cell}")
+    return f"card-{safe}"
+
+
+# ------------------------------------------------------------------- coverage
+
+
+def _coverage(records: list[CellRecord], adapters: list[str]) -> list[dict[str, Any]]:
+    counts: dict[str, dict[str, dict[str, int]]] = {}
+    for record in records:
+        for attribute, values in record.coverage.items():
+            for value, n in values.items():
+                by_adapter = counts.setdefault(attribute, {}).setdefault(value, {})
+                by_adapter[record.adapter] = by_adapter.get(record.adapter, 0) + n
+    known = [a for a in ATTRIBUTES if a in counts or a in DOMAINS] + sorted(set(counts) - set(ATTRIBUTES))
+    table = []
+    for attribute in known:
+        seen = counts.get(attribute, {})
+        values = list(DOMAINS.get(attribute, ())) + sorted(set(seen) - set(DOMAINS.get(attribute, ())), key=_natural)
+        rows = [{"value": v, "counts": [seen.get(v, {}).get(a, 0) for a in adapters]} for v in values]
+        table.append({"attribute": attribute, "rows": rows, "missing": [r["value"] for r in rows
+                                                                         if not any(r["counts"])]})  # fmt: skip
+    return table
+
+
+def _natural(value: str) -> tuple:
+    head = value.split(",")[0].split("-")[0]
+    return (0, int(head), value) if head.isdigit() else (1, 0, value)
+
+
+# ---------------------------------------------------------------------- cards
+
+
+def _cards(records: list[CellRecord], results_path: str) -> tuple[list[Card], list[dict[str, Any]]]:
+    failing = [r for r in records if r.status in BAD]
+    # Unexpected failures first: they are what a reader must act on.
+    failing.sort(key=lambda r: (r.expected_failure, _cell_order(r.cell), r.adapter))
+    cards, rest = [], []
+    for record in failing:
+        if len(cards) < MAX_CARDS and record.failures:
+            cards.append(_card(record, results_path))
+        else:
+            last = record.failures[-1] if record.failures else {}
+            rest.append({"cell": record.cell, "adapter": record.adapter, "outcome": record.outcome,
+                         "bad": sum(record.counts.get(s, 0) for s in BAD),
+                         "descriptor": str(last.get("descriptor", "")),
+                         "reason": _clip(str(last.get("reason", "")), 300)})  # fmt: skip
+    return cards, rest
+
+
+def _card(record: CellRecord, results_path: str) -> Card:
+    failures = [f for f in record.failures if isinstance(f, dict)]
+    minimal = failures[-1] if failures else {}
+    index = len(record.failures) - 1
+    repro = minimal.get("repro")
+    repro = repro if isinstance(repro, str) and len(repro) <= MAX_INLINE_REPRO else None
+    others = failures[:-1][-MAX_OTHER_FAILURES:]
+    return Card(
+        anchor=_anchor(record.cell, record.adapter),
+        cell=record.cell,
+        adapter=record.adapter,
+        outcome=record.outcome,
+        counts=case_outcomes(record),
+        minimal=minimal,
+        spec_rows=_spec_rows(minimal.get("spec")),
+        worst=_worst(minimal),
+        heatmap=minimal.get("heatmap") if isinstance(minimal.get("heatmap"), dict) else None,
+        repro=repro,
+        repro_command=f"conv-conformance repro {results_path or 'RESULTS.json'} "
+        f"{record.adapter}/{record.cell}/{index} --script repro.py",
+        others=[_brief(f) for f in reversed(others)],
+        more=max(0, len(failures) - 1 - len(others)),
+    )
+
+
+def _brief(failure: dict[str, Any]) -> dict[str, str]:
+    return {"descriptor": str(failure.get("descriptor", "")), "status": str(failure.get("status", "")),
+            "reason": _clip(str(failure.get("reason", "")), 300)}  # fmt: skip
+
+
+def _spec_rows(spec: Any) -> list[tuple[str, str]]:
+    if not isinstance(spec, dict):
+        return []
+    return [(str(k), _value(v)) for k, v in spec.items()]
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, list):
+        return "(" + ", ".join(_value(x) for x in v) + ")"
+    return str(v)
+
+
+def _worst(failure: dict[str, Any]) -> list[tuple[str, str]]:
+    verdicts = failure.get("verdicts")
+    product = failure.get("product")
+    if not isinstance(verdicts, dict) or product not in verdicts or not isinstance(verdicts[product], dict):
+        return []
+    v = verdicts[product]
+    rows = [("product", str(product)), ("tier", str(v.get("tier", "")))]
+    for name in ("worst_index", "expected", "got", "error", "bound", "ratio", "mismatches", "checked"):
+        if v.get(name) is not None:
+            value = v[name]
+            rows.append((name.replace("_", " "), _value(value) if isinstance(value, list) else _number(value)))
+    return rows
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.9g}"
+    return str(value)
+
+
+def _clip(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+# ----------------------------------------------------------------------- diff
+
+
+def _diff(results: Results, baseline: Results) -> Diff:
+    diff = Diff()
+    keys = sorted(set(results.cells) | set(baseline.cells), key=lambda k: (_cell_order(k[0]), k[1]))
+    for key in keys:
+        now, before = results.cells.get(key), baseline.cells.get(key)
+        ran_now = now is not None and now.status != "unsupported"
+        ran_before = before is not None and before.status != "unsupported"
+        bad_now = ran_now and now.status in BAD
+        bad_before = ran_before and before.status in BAD
+        row = {"cell": key[0], "adapter": key[1], "now": now.outcome if now else "absent",
+               "before": before.outcome if before else "absent",
+               "reason": _reason(now) if bad_now else _reason(before) if bad_before else ""}  # fmt: skip
+        if ran_now and not ran_before:
+            diff.appeared.append(row)
+        if ran_before and not ran_now:
+            diff.vanished.append(row)
+        if bad_now and not bad_before:
+            diff.new_failures.append(row)
+        elif bad_now and bad_before:
+            diff.still_failing.append(row)
+        elif bad_before and ran_now:
+            diff.fixed.append(row)
+    return diff
+
+
+def _reason(record: CellRecord | None) -> str:
+    if record is None or not record.failures or not isinstance(record.failures[-1], dict):
+        return ""
+    return _clip(str(record.failures[-1].get("reason", "")), 200)
+
+
+__all__ = ["MAX_CARDS", "OUTCOMES", "Card", "Diff", "Report", "Summary", "build", "case_outcomes", "pass_rate"]

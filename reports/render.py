@@ -1,0 +1,78 @@
+"""Render a results file into one self-contained HTML page.
+
+jinja2 with autoescaping on: every string that came from an adapter (names,
+versions, error text, repro scripts) is untrusted and is escaped wherever it
+lands.  The page fetches nothing: its CSS, its small script and its SVG are
+inline, and it reads fully with scripts off (the script only adds the filter
+and the copy buttons).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import jinja2
+
+from conformance.results import Results, read
+from reports import heatmap_svg
+from reports.model import build
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("reports", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["rate"] = _rate
+    env.filters["ratio"] = _ratio
+    env.filters["css"] = _css
+    env.filters["svg"] = heatmap_svg.shapes
+    return env
+
+
+def _rate(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.1f} %"
+
+
+def _ratio(value: float) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if math.isinf(value):
+        return "∞"
+    return "0" if value == 0 else f"{value:.3g}"
+
+
+def _css(outcome: str) -> str:
+    return "s-" + outcome.replace(" ", "-")
+
+
+def render(results: Results, *, results_path: str = "", baseline: Results | None = None,
+           baseline_path: str | None = None) -> str:  # fmt: skip
+    """The report page for ``results`` (and, compared against it, ``baseline``)."""
+    report = build(results, results_path=results_path, baseline=baseline, baseline_path=baseline_path)
+    return _environment().get_template("report.html.j2").render(report=report)
+
+
+def write_report(results_path: str | os.PathLike, output: str | os.PathLike,
+                 baseline_path: str | os.PathLike | None = None) -> Path:  # fmt: skip
+    """Read ``results_path`` (and ``baseline_path``), write the page to ``output``.
+
+    Raises :class:`~conformance.results.ResultsError` for an unreadable, malformed
+    or unknown-version file, before anything is written.
+    """
+    results = read(results_path)
+    baseline = read(baseline_path) if baseline_path else None
+    page = render(results, results_path=str(results_path), baseline=baseline,
+                  baseline_path=str(baseline_path) if baseline_path else None)  # fmt: skip
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(page, encoding="utf-8")
+    return output
+
+
+__all__ = ["render", "write_report"]
