@@ -50,6 +50,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="stop exploring once this much time has passed (cells left are skipped)")  # fmt: skip
     group.addoption("--case-timeout", type=_timeout, default=60.0, metavar="SECONDS",
                     help="a candidate call taking longer is recorded as hung")  # fmt: skip
+    group.addoption("--max-examples", type=_positive, default=None, metavar="N",
+                    help="examples per cell, instead of the profile's")  # fmt: skip
+
+
+def _positive(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise pytest.UsageError(f"--max-examples={value!r}, but should be a positive whole number")
+    return n
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -69,7 +81,12 @@ def pytest_configure(config: pytest.Config) -> None:
     register_profiles()
     if not _uses_suite(config):
         return
-    settings.load_profile(f"conv-conformance-{config.getoption('--conformance-profile')}")
+    profile = f"conv-conformance-{config.getoption('--conformance-profile')}"
+    if config.getoption("--max-examples"):
+        settings.register_profile(f"{profile}-n", parent=settings.get_profile(profile),
+                                  max_examples=config.getoption("--max-examples"))  # fmt: skip
+        profile += "-n"
+    settings.load_profile(profile)
     baseline = {}
     if config.getoption("--baseline"):
         try:
@@ -98,7 +115,17 @@ def pytest_configure(config: pytest.Config) -> None:
         isolate=config.getoption("--isolate"),
         command=shlex.join(sys.argv),
         time_budget=config.getoption("--time-budget"),
+        seed=_seed(config),
+        max_examples=settings().max_examples,
     )
+
+
+def _seed(config: pytest.Config) -> str | None:
+    """None for the derandomized ci profile; else Hypothesis's --hypothesis-seed, or 'random'."""
+    if config.getoption("--conformance-profile") == "ci":
+        return None
+    seed = config.getoption("hypothesis_seed", None)
+    return "random" if seed is None else str(seed)
 
 
 def _clear_shards(results: str) -> None:

@@ -143,7 +143,9 @@ class CellRecord:
         )
 
 
-def environment(profile: str, seed: int | None, backends: dict[str, dict[str, str]], command: str) -> dict[str, Any]:
+def environment(
+    profile: str, seed: int | str | None, backends: dict[str, dict[str, str]], command: str
+) -> dict[str, Any]:
     import numpy
 
     from conformance import __version__

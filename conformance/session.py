@@ -124,6 +124,8 @@ class ConformanceSession:
         isolate: bool = False,
         command: str = "",
         time_budget: float | None = None,
+        seed: str | None = None,
+        max_examples: int | None = None,
     ) -> None:
         from conformance.faults import AdapterCaller
 
@@ -132,7 +134,9 @@ class ConformanceSession:
         self.baseline = baseline or {}
         self.callers = {name: AdapterCaller(name, timeout=timeout, isolate=isolate) for name in adapters}
         backends = {name: _versions(caller) for name, caller in self.callers.items()}
-        self.results = Results(environment(profile, None, backends, command))
+        self.results = Results(environment(profile, seed, backends, command))
+        if max_examples is not None:
+            self.results.environment["max_examples"] = max_examples
         self.results_path = results_path
         self.shard_name = shard_name
         self.seen_cells: set[tuple[str, str]] = set()

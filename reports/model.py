@@ -177,7 +177,8 @@ def _header(results: Results, env: dict[str, Any]) -> list[tuple[str, str]]:
         ("started", str(results.started)),
         ("finished", str(results.finished or "not finished")),
         ("profile", str(env.get("profile", "?"))),
-        ("seed", "derandomized (fixed)" if env.get("seed") is None else str(env.get("seed"))),
+        ("seed", _seed(env)),
+        ("examples per cell", str(env.get("max_examples", "?"))),
         ("python", str(env.get("python", "?"))),
         ("numpy", str(env.get("numpy", "?"))),
         ("backends", versions or "none recorded"),
@@ -187,6 +188,15 @@ def _header(results: Results, env: dict[str, Any]) -> list[tuple[str, str]]:
         ("command", str(env.get("command") or "not recorded")),
     ]
     return rows
+
+
+def _seed(env: dict[str, Any]) -> str:
+    seed = env.get("seed")
+    if seed is None:
+        return "derandomized: the same examples on every run" if env.get("profile") == "ci" else "not recorded"
+    if seed == "random":
+        return "random (pass --hypothesis-seed to repeat a run)"
+    return str(seed)
 
 
 def _mapping(value: Any) -> dict[str, Any]:

@@ -177,3 +177,19 @@ def test_a_worker_killed_by_its_adapter_loses_nothing_already_gathered(tmp_path)
     finished = {cell for cell, record in cells.items() if record["counts"]["passed"] > 0}
     assert {f"forward/{d}d/float64/none" for d in (1, 2)} <= finished, sorted(cells)
     assert not any(cell.startswith("forward/3d") and record["counts"]["passed"] for cell, record in cells.items())
+
+
+def test_max_examples_and_seed_are_honoured_and_recorded(tmp_path):
+    args = ("run", "--adapter", f"{FAULTY}:Correct", "-k", SLICE, "--results", "r.json", "--profile", "dev",
+            "--max-examples", "4", "--seed", "7")  # fmt: skip
+    done = _run(tmp_path, *args)
+    assert done.returncode == 0, done.stdout + done.stderr
+    data = _results(tmp_path / "r.json")
+    assert data["environment"]["seed"] == "7" and data["environment"]["max_examples"] == 4
+    assert all(0 < sum(c["counts"].values()) <= 4 for c in data["cells"])
+
+
+def test_a_bad_max_examples_is_a_usage_error(tmp_path):
+    done = _run(tmp_path, "run", "--adapter", f"{FAULTY}:Correct", "-k", SLICE, "--max-examples", "0")
+    assert done.returncode == 2
+    assert "--max-examples" in done.stderr
