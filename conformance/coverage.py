@@ -4,7 +4,9 @@ Each case counts once under each attribute, so a reader sees which strides,
 groupings, padding forms, layouts, batch sizes and data tiers the run reached
 and which it never did.  Values are short strings; per-axis attributes list
 their distinct values (``"1,2"`` for a stride of ``(1, 2)``), which keeps the
-table small whatever the dimensionality.
+table small whatever the dimensionality.  A case of the invalid chapter counts
+only under ``operation`` and ``invalid rule``: its other attributes are broken
+on purpose and would read as coverage of valid problems.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 #: The attributes, in the order the report lists them.
 ATTRIBUTES = (
     "operation", "dims", "dtype", "transposed", "stride", "dilation", "groups", "padding form",
-    "padding mode", "output padding", "bias", "layout", "device", "batch", "data",
+    "padding mode", "output padding", "bias", "layout", "device", "batch", "data", "invalid rule",
 )  # fmt: skip
 
 
