@@ -229,16 +229,6 @@ def _describe(args: argparse.Namespace) -> int:
 # -------------------------------------------------------------------- parser
 
 
-def _positive_int(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a positive whole number")
-    return n
-
-
 def _suite_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--adapter", action="append", metavar="NAME",
                         help="adapter under test, repeatable (default: torch)")  # fmt: skip
@@ -251,8 +241,8 @@ def _suite_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--case-timeout", type=float, default=60.0, metavar="SECONDS")
     parser.add_argument("-n", "--workers", default="1", help="pytest-xdist workers (a number or 'auto')")
     parser.add_argument("-k", dest="select", metavar="EXPR", help="only the cells matching this pytest -k expression")
-    parser.add_argument("--max-examples", type=_positive_int, metavar="N",
-                        help="examples per cell instead of the profile's")  # fmt: skip
+    # Checked by the plugin's option of the same name (a usage error, exit 2).
+    parser.add_argument("--max-examples", type=int, metavar="N", help="examples per cell instead of the profile's")
     parser.add_argument("--seed", type=int, help="Hypothesis seed for the dev and fuzz profiles (ci is derandomized)")
     parser.add_argument("pytest_args", nargs="*", help="more pytest arguments, after --")
 
