@@ -194,6 +194,11 @@ def model_recipe(spec: ConvSpec) -> dict[str, Any]:
         auto_pad = {"valid": "VALID", "same": "SAME_UPPER"}.get(spec.padding)
         if auto_pad is None:
             raise CannotExpress(f"padding={spec.padding!r}: ONNX's auto_pad has no such value")
+        if auto_pad == "SAME_UPPER" and any(s != 1 for s in spec.stride):
+            raise CannotExpress(
+                f"padding='same' with stride={spec.stride}: ONNX's SAME_UPPER with a stride is defined "
+                "(ceil(input/stride) outputs), a different problem rather than an invalid one"
+            )
         attributes["auto_pad"] = auto_pad
     else:
         attributes["pads"] = [p[0] for p in spec.padding] + [p[1] for p in spec.padding]

@@ -80,7 +80,7 @@ def plan(spec: ConvSpec) -> Plan:
         raise CannotExpress(f"input_size={spec.input_size}: PyTorch has convolutions of 1 to 3 spatial axes")
     if spec.transposed:
         return _transposed_plan(spec, dims)
-    if any(op != 0 for op in spec.output_padding):
+    if len(spec.output_padding) != dims or any(op != 0 for op in spec.output_padding):
         raise CannotExpress(f"output_padding={spec.output_padding}: F.conv{dims}d has no output_padding")
     if spec.padding_mode not in tc.PAD_MODES:
         raise CannotExpress(f"padding_mode={spec.padding_mode!r}: F.pad has no mode for it")
@@ -102,6 +102,9 @@ def plan(spec: ConvSpec) -> Plan:
         )
     if not isinstance(spec.padding, str) and symmetric_or_zero(spec):
         return native(tuple(before for before, _ in spec.padding))
+    if any(p < 0 for pair in spec.pads for p in pair):
+        raise CannotExpress(f"padding={spec.padding}: F.pad crops where a pad is negative, so a negative pad "
+                            "cannot reach the convolution as padding")  # fmt: skip
     pad = tuple(tc.pad_list(spec.pads))
     return Plan(function, native(0).kwargs, pad=pad, pad_mode=tc.PAD_MODES[spec.padding_mode])
 
@@ -117,6 +120,11 @@ def _transposed_plan(spec: ConvSpec, dims: int) -> Plan:
     if spec.padding_mode != "zeros":
         raise CannotExpress(f"padding_mode={spec.padding_mode!r}: F.conv_transpose{dims}d takes no padding mode")
     function = f"conv_transpose{dims}d"
+    if spec.groups > 0 and spec.out_channels % spec.groups:
+        raise CannotExpress(
+            f"out_channels={spec.out_channels}, groups={spec.groups}: F.conv_transpose{dims}d reads the output "
+            f"channels off the weight (in, out/groups, ...), which cannot say {spec.out_channels}"
+        )
 
     def call(padding: Any) -> tuple[tuple[str, Any], ...]:
         return (

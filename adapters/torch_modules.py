@@ -103,7 +103,7 @@ def plan(spec: ConvSpec) -> ModulePlan:
     if spec.transposed:
         kwargs.insert(5, ("output_padding", spec.output_padding))
         cls = f"ConvTranspose{dims}d"
-    elif any(op != 0 for op in spec.output_padding):
+    elif len(spec.output_padding) != dims or any(op != 0 for op in spec.output_padding):
         raise CannotExpress(f"output_padding={spec.output_padding}: torch.nn.Conv{dims}d takes no output_padding")
     else:
         cls = f"Conv{dims}d"

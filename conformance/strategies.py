@@ -326,7 +326,7 @@ def _channels(kinds: tuple[str, ...], limits: dict[str, int]) -> st.SearchStrate
 
 
 def _draw_axis(
-    draw: st.DrawFn, room: int, transposed: bool, form: str, mode: str, limits: dict[str, int]
+    draw: st.DrawFn, room: int, transposed: bool, form: str, mode: str, limits: dict[str, int], pointwise: bool
 ) -> dict[str, Any]:
     """Kernel, stride, dilation, padding and output_padding of one axis.
 
@@ -340,7 +340,8 @@ def _draw_axis(
     def cheapest(k: int, d: int) -> tuple[int, int]:
         return _same_pads(k, d) if form == "same" else (0, 0)
 
-    k = draw(st.integers(1, _largest(1, limits["max_kernel"], lambda k: cost(k, 1, 1, cheapest(k, 1)) <= room)))
+    top_k = _largest(1, limits["max_kernel"], lambda k: cost(k, 1, 1, cheapest(k, 1)) <= room)
+    k = draw(_only(1) if pointwise else st.integers(1, top_k))
     # 'same' keeps the size only at stride 1, so the form is drawn first.
     s = draw(_mostly_first(1, 1 if form == "same" else limits["max_stride"]))
     d = draw(_mostly_first(1, _largest(1, limits["max_dilation"], lambda d: cost(k, s, d, cheapest(k, d)) <= room)))
@@ -353,13 +354,18 @@ def _draw_axis(
         p = draw(st.integers(0, _largest(0, top, lambda p: cost(k, s, d, (p, p)) <= room)))
         pads = (p, draw(_only(p)))
     elif form == "asymmetric":
-        before = draw(st.integers(0, _largest(0, top, lambda p: cost(k, s, d, (p, 0)) <= room)))
-        top_after = min(top, crop - before) if transposed else top
+        # One-sided pads are their own case: code that slices x[-(before + after):-after] breaks at after == 0.
+        side = draw(st.sampled_from(("both", "before only", "after only")))
+        top_before = 0 if side == "after only" else top
+        before = draw(st.integers(0, _largest(0, top_before, lambda p: cost(k, s, d, (p, 0)) <= room)))
+        top_after = 0 if side == "before only" else min(top, crop - before) if transposed else top
         after = draw(st.integers(0, _largest(0, top_after, lambda p: cost(k, s, d, (before, p)) <= room)))
         pads = (before, after)
     else:
         pads = tuple(draw(_only(p)) for p in cheapest(k, d))
-    op = draw(st.integers(0, max(s, d) - 1 if transposed else 0))
+    # output_padding half the time where it is allowed: its rows are where transposed kernels go wrong.
+    top_op = max(s, d) - 1 if transposed else 0
+    op = draw(st.integers(1, top_op)) if top_op and draw(st.booleans()) else draw(_only(0))
     low = _min_input(k, d, pads, mode, transposed)
     smallest = low if transposed else _out_size(low, k, s, d, pads, 0, False)
     return {"k": k, "s": s, "d": d, "pads": pads, "op": op, "low": low, "smallest": smallest}
@@ -375,9 +381,13 @@ def _draw_geometry(
     """
     budget = limits["max_macs"]
     room = budget // channels
+    # Unpadded pointwise (1x1) kernels a third of the time: they are common in real networks, and
+    # backends give them a fast path of their own (a plain GEMM) that must still honour the stride.
+    # (Padded forms keep every kernel size: a 1x1 kernel makes 'same' padding vanish.)
+    pointwise = draw(st.sampled_from((False, False, True))) if form in ("none", "valid") else bool(draw(_only(0)))
     axes = []
     for _ in range(ndim):
-        axis = _draw_axis(draw, room, transposed, form, mode, limits)
+        axis = _draw_axis(draw, room, transposed, form, mode, limits, pointwise)
         room //= axis["k"] * axis["smallest"]
         axes.append(axis)
 

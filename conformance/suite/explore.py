@@ -7,14 +7,14 @@ import warnings
 import pytest
 
 from conformance.cells import Cell
-from conformance.session import ConformanceFailure, ConformanceSession
+from conformance.session import ConformanceFailure, ConformanceSession, reproducible
 
 
 def run_examples(session: ConformanceSession, cell_id: str, adapter: str, examples) -> None:
     """Run a Hypothesis test of one cell; a baselined failure becomes an expected one."""
     __tracebackhide__ = True
     try:
-        examples()
+        reproducible(examples, cell_id)()
     except ConformanceFailure:
         entry = session.expected(cell_id, adapter)
         if entry:

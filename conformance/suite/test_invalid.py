@@ -21,15 +21,21 @@ RULES = tuple(rule for rule in INVALID_RULES if rule != "batch_nonnegative")
 
 
 @pytest.mark.conformance
+@pytest.mark.parametrize("rule", RULES)
 @pytest.mark.parametrize("dims", (1, 2, 3))
-def test_invalid_problems_are_rejected(conformance, adapter_name, dims):
-    cell = Cell("invalid", dims, "float32", "any")
+def test_invalid_problems_are_rejected(conformance, adapter_name, dims, rule):
+    # One cell per rule: a backend typically misses one check, and a draw over all
+    # rules at once can leave that one untried in a cell's budget.
+    cell = Cell("invalid", dims, "float32", rule)
     record = conformance.open_cell(cell.id, adapter_name)
     caller = conformance.callers[adapter_name]
 
-    @given(case=invalid_conv_specs(rules=RULES, dims=(dims,), dtypes=("float32",), layouts=("contiguous",)))
+    @given(case=invalid_conv_specs(rules=(rule,), dims=(dims,), dtypes=("float32",), layouts=("contiguous",)))
     def example(case):
         spec, rule = case
+        # Checks are put to a batch of at least one: an empty batch is the forward chapters' edge
+        # case, and a backend that skips work on it (PyTorch does, checks included) returns nothing wrong.
+        spec = spec.replace(batch=max(spec.batch, 1)) if rule != "batch_nonnegative" else spec
         result = run_invalid_case(caller, spec, rule)
         record.add(result.status, None, result.to_dict() if result.status in BAD else None,
                    attributes={"operation": "invalid", "invalid rule": rule})  # fmt: skip
