@@ -105,6 +105,9 @@ def plan(spec: ConvSpec) -> Plan:
     if any(p < 0 for pair in spec.pads for p in pair):
         raise CannotExpress(f"padding={spec.padding}: F.pad crops where a pad is negative, so a negative pad "
                             "cannot reach the convolution as padding")  # fmt: skip
+    if any(n < 1 for n in spec.input_size):
+        raise CannotExpress(f"input_size={spec.input_size}: F.pad pads an empty axis into a non-empty one, so an "
+                            "empty input cannot reach the convolution through it")  # fmt: skip
     pad = tuple(tc.pad_list(spec.pads))
     return Plan(function, native(0).kwargs, pad=pad, pad_mode=tc.PAD_MODES[spec.padding_mode])
 
