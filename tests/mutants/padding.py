@@ -12,6 +12,12 @@ from conformance.spec import ConvSpec
 
 from ._base import Mutant, along
 
+_REFLECT_GAP = (
+    "the padded cells draw the padding mode from four, so reflect is one problem in four, and a mirrored "
+    "border differs only on non-constant data: 6 of 10 seeded draws of forward/1d/float32/symmetric catch "
+    "it (10 of 10 of the 3-D cell); cells split per padding mode, each with the full budget, would catch it"
+)
+
 
 class ReflectAsEdge(Mutant):
     """``reflect`` padding done as ``edge`` (PyTorch's ``replicate``): the border value repeated, not mirrored.
@@ -26,11 +32,7 @@ class ReflectAsEdge(Mutant):
     BUG_CLASS = "padding mode: reflect done as edge (replicate)"
     TARGET_CELLS = ("forward/1d/float32/symmetric", "forward/3d/float32/symmetric")
     MIN_DETECTION = 0.5
-    KNOWN_GAP = (
-        "the padded cells draw the padding mode from four, so reflect is one problem in four, and a mirrored "
-        "border differs only on non-constant data: 6 of 10 seeded draws of forward/1d/float32/symmetric catch "
-        "it (10 of 10 of the 3-D cell); cells split per padding mode, each with the full budget, would catch it"
-    )
+    KNOWN_GAP = _REFLECT_GAP
 
     def plan_for(self, spec: ConvSpec) -> Plan:
         p = super().plan_for(spec)
@@ -50,11 +52,7 @@ class ReflectAsSymmetric(Mutant):
     BUG_CLASS = "padding mode: reflect done as symmetric (border repeated)"
     TARGET_CELLS = ("forward/1d/float32/symmetric", "forward/3d/float32/symmetric")
     MIN_DETECTION = 0.5
-    KNOWN_GAP = (
-        "the padded cells draw the padding mode from four, so reflect is one problem in four, and a mirrored "
-        "border differs only on non-constant data: 6 of 10 seeded draws of forward/1d/float32/symmetric catch "
-        "it (10 of 10 of the 3-D cell); cells split per padding mode, each with the full budget, would catch it"
-    )
+    KNOWN_GAP = _REFLECT_GAP
 
     def run(self, spec: ConvSpec, p: Plan, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
         if p.pad is None or p.pad_mode != "reflect":
