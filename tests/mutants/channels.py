@@ -130,7 +130,7 @@ class BatchTailReadsPreviousTile(Mutant):
     MIN_DETECTION = 0.5
     KNOWN_GAP = (
         "needs an odd batch of 3 or more with items that differ: the batch is 1 about half the time and is "
-        "capped by what the MAC budget leaves after the channels and kernel (6 and 7 of 10 seeded draws catch "
+        "capped by what the MAC budget leaves after the channels and kernel (5 and 9 of 10 seeded draws catch "
         "it); drawing batches of 3 and 5 about as often as batch 1 would catch it"
     )
 

@@ -62,10 +62,9 @@ class OneByOneIgnoresStride(Mutant):
     MIN_DETECTION = 0.2
     KNOWN_GAP = (
         "needs kernel 1 on every axis with a stride > 1, more than one output position along that axis and "
-        "non-constant data; conv_specs draws the kernel uniformly from 1..5 per axis and the stride as 1 five "
-        "times in eight, so 15 examples rarely hold it (3 of 10 seeded draws of this cell do; no forward cell's "
-        "ci draw does). Drawing kernel 1 often, as stride and dilation draw 1 often (pointwise convolutions are "
-        "the commonest in real networks), would catch it"
+        "non-constant data; unpadded cells draw pointwise kernels a third of the time, but the stride is 1 five "
+        "times in eight, so about one example in ten holds it (5 of 10 seeded draws of this cell catch it; "
+        "before pointwise draws, 3 of 10 and no forward cell's ci draw)"
     )
 
     def run(self, spec: ConvSpec, p: Plan, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
