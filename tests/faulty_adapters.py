@@ -166,6 +166,26 @@ class LastRowLow(NumpyConv):
     fault = "if y.ndim == 4 and min(y.shape[2:]) >= 3:\n    y[:, :, -1, :] *= 0.99"
 
 
+class WrongTheFirstTime(NumpyConv):
+    """Wrong the first time it sees a problem, right after: like PyTorch's bfloat16 kernels, whose answer
+    depends on what the process ran before.  Hypothesis cannot replay such a failure (FlakyFailure)."""
+
+    name = "wrong-the-first-time"
+    seen: ClassVar[set[str]] = set()
+
+    def forward(self, spec: ConvSpec, x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+        y = super().forward(spec, x, w, b)
+        key = spec.descriptor() + x.tobytes().hex()
+        if key not in self.seen:
+            self.seen.add(key)
+            y = y.copy()
+            y.reshape(-1)[-1] += 1.0
+        return y
+
+    def repro_source(self, spec: ConvSpec, operation: str = "forward") -> str | None:
+        return None  # its fault lives in this process's memory, not in code a script could carry
+
+
 class SkipsNaN(NumpyConv):
     """Reads NaN inputs as zero: a kernel that skips NaN."""
 

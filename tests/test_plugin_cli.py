@@ -193,3 +193,18 @@ def test_a_bad_max_examples_is_a_usage_error(tmp_path):
     done = _run(tmp_path, "run", "--adapter", f"{FAULTY}:Correct", "-k", SLICE, "--max-examples", "0")
     assert done.returncode == 2
     assert "--max-examples" in done.stderr
+
+
+def test_a_failure_hypothesis_cannot_replay_still_counts_and_honours_the_baseline(tmp_path):
+    adapter = f"{FAULTY}:WrongTheFirstTime"
+    done = _run(tmp_path, "run", "--adapter", adapter, "-k", SLICE, "--results", "r.json", "--baseline", "none")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "FlakyFailure" in done.stdout
+    assert all(c["outcome"] == "failed" for c in _cells(_results(tmp_path / "r.json"), adapter).values())
+
+    baseline = {"expected_failures": [{"cell": "forward/1d/float64/*", "adapter": adapter, "reason": "flaky"}]}
+    (tmp_path / "baseline.json").write_text(json.dumps(baseline))
+    done = _run(tmp_path, "run", "--adapter", adapter, "-k", SLICE, "--results", "r.json", "--baseline",
+                "baseline.json")  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert all(c["outcome"] == "expected failure" for c in _cells(_results(tmp_path / "r.json"), adapter).values())
