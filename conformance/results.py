@@ -77,6 +77,10 @@ class CellRecord:
     #: attribute -> value -> cases (see :mod:`conformance.coverage`)
     coverage: dict[str, dict[str, int]] = field(default_factory=dict)
 
+    def tally(self, attribute: str, value: str, cases: int) -> None:
+        seen = self.coverage.setdefault(attribute, {})
+        seen[value] = seen.get(value, 0) + cases
+
     @property
     def status(self) -> str:
         seen = [s for s in SEVERITY if self.counts.get(s)]
@@ -99,8 +103,7 @@ class CellRecord:
     ) -> None:
         self.counts[status] = self.counts.get(status, 0) + 1
         for attribute, value in (attributes or {}).items():
-            seen = self.coverage.setdefault(attribute, {})
-            seen[value] = seen.get(value, 0) + 1
+            self.tally(attribute, value, 1)
         self.seconds_candidate += seconds[0]
         self.seconds_oracle += seconds[1]
         if ratio is not None and ratio == ratio and ratio > self.worst_ratio:  # NaN never wins
@@ -291,9 +294,8 @@ def merge(parts: list[Results], environment: dict[str, Any] | None = None) -> Re
             into.seconds_candidate += record.seconds_candidate
             into.seconds_oracle += record.seconds_oracle
             for attribute, values in record.coverage.items():
-                seen = into.coverage.setdefault(attribute, {})
                 for value, n in values.items():
-                    seen[value] = seen.get(value, 0) + n
+                    into.tally(attribute, value, n)
     merged.complete = bool(parts) and all(p.complete for p in parts)
     return merged
 

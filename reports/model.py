@@ -10,15 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from conformance.cells import CHAPTERS
 from conformance.coverage import ATTRIBUTES
 from conformance.results import STATUSES, CellRecord, Results
+from conformance.session import BAD
 
 #: The statuses a reader sees, per cell and per case, in the order they are listed.
 OUTCOMES = (
     "passed", "failed", "unsupported", "mistrusted", "error", "crashed", "hung", "expected failure",
     "unexpected pass",
 )  # fmt: skip
-BAD = ("failed", "error", "crashed", "hung")
 #: Full failure cards on one page; past this the failing cells are listed in a table, counts intact.
 MAX_CARDS = 100
 #: Recorded failures listed under a card besides its minimal one.
@@ -100,7 +101,6 @@ class Diff:
 class Report:
     title: str
     results_path: str
-    environment: dict[str, Any]
     header: list[tuple[str, str]]
     complete: bool
     adapters: list[str]
@@ -147,7 +147,6 @@ def build(results: Results, *, results_path: str = "", baseline: Results | None 
     return Report(
         title=f"Convolution conformance: {', '.join(adapters) or 'no adapters'}",
         results_path=results_path,
-        environment=env,
         header=_header(results, env),
         complete=results.complete,
         adapters=adapters,
@@ -242,7 +241,7 @@ def _matrix(records: list[CellRecord], adapters: list[str]) -> list[dict[str, An
 
 def _cell_order(cell: str) -> tuple:
     chapter, _, rest = cell.partition("/")
-    order = ("forward", "transposed", "backward", "transposed-backward", "special", "golden", "invalid", "properties")
+    order = (*CHAPTERS, "golden", "invalid", "properties")
     return (order.index(chapter) if chapter in order else len(order), chapter, rest)
 
 

@@ -200,7 +200,6 @@ def test_a_hundred_thousand_case_run_stays_under_five_megabytes(tmp_path):
 def test_a_baseline_diff_comes_first():
     before = _results(cells=6, failing_every=2)  # cells 0, 2, 4 fail
     now = _results(cells=6, failing_every=3)  # cells 0, 3 fail
-    ids = sorted({c for c, _ in now.cells})
     gone = next(iter(before.cells))
     del now.cells[gone]
     now.cell("special/2d/float32/any", "torch").add("passed")
@@ -214,7 +213,6 @@ def test_a_baseline_diff_comes_first():
     assert new and fixed and not (new & fixed) and not (still & fixed)
     assert all(now.cells[(c, "torch")].status == "failed" for c in new | still)
     assert all(now.cells[(c, "torch")].status == "passed" for c in fixed)
-    assert len(ids) == 6
     page = render(now, baseline=before, baseline_path="old.json")
     assert page.index('<section id="diff">') < page.index('<section id="summary">')
 
@@ -314,7 +312,7 @@ def test_cards_survive_failures_without_heatmap_or_verdicts():
     record.add("failed", None, {"descriptor": "conv2d_bad", "status": "failed", "reason": "answered"})
     record.add("crashed", None, {})
     page = render(results)
-    assert "conv2d_bad" in page or "crashed" in page
+    assert "conv2d_bad" in page  # listed under the card, whose minimal failure (the crash) has no descriptor
     assert page.count("<article class=") == 1
 
 
