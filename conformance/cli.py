@@ -15,12 +15,11 @@ that still fails); 2 bad usage, an invalid problem or an unreadable file;
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from conformance import __version__
-from conformance.spec import ConvSpec, InvalidSpec, parse_descriptor
+from conformance.cli_tools import adapters_command, describe_command, report_command, repro_command, write_report_file
 
 SUITE = str(Path(__file__).resolve().parent / "suite")
 #: The built-in adapters' known discrepancies, used unless --baseline says otherwise.
@@ -98,7 +97,7 @@ def _finish(args: argparse.Namespace, code: int) -> int:
         return code
     _summary(args.results)
     if args.report:
-        written = _write_report(args.results, args.report, None)
+        written = write_report_file(args.results, args.report, None)
         if written and code == 0:
             return written
     return code
@@ -111,119 +110,6 @@ def _fuzz(args: argparse.Namespace) -> int:
           "each dot is a cell, the Hypothesis database keeps what it finds")  # fmt: skip
     code = pytest.main([*_pytest_args(args, "fuzz"), "--time-budget", str(args.minutes)])
     return _finish(args, _exit_code(code))
-
-
-# -------------------------------------------------------------------- report
-
-
-def _report(args: argparse.Namespace) -> int:
-    return _write_report(args.results_file, args.output, args.baseline)
-
-
-def _write_report(results_path: str, output: str, baseline: str | None) -> int:
-    """0 when the page is written; 2, with the reason, when a file cannot be read."""
-    from conformance.results import ResultsError
-    from reports import write_report
-
-    try:
-        path = write_report(results_path, output, baseline)
-    except ResultsError as error:
-        print(f"conv-conformance: no report: {error}", file=sys.stderr)
-        return 2
-    print(f"report: {path}")
-    return 0
-
-
-# ------------------------------------------------------------------ adapters
-
-
-def _adapters(args: argparse.Namespace) -> int:
-    from adapters.registry import known_adapters, load_adapter
-
-    for name, target in sorted(known_adapters().items()):
-        try:
-            adapter = load_adapter(name)
-            caps = adapter.capabilities().to_dict()
-            versions = adapter.versions()
-        except Exception as error:  # an adapter that cannot load is reported, not fatal
-            print(f"{name} ({target}): unavailable: {error}")
-            continue
-        print(f"{name} ({target}) {json.dumps(versions)}")
-        for key, value in caps.items():
-            print(f"  {key}: {json.dumps(value)}")
-    return 0
-
-
-# --------------------------------------------------------------------- repro
-
-
-def _repro(args: argparse.Namespace) -> int:
-    from conformance.data import DataRecipe
-    from conformance.faults import AdapterCaller
-    from conformance.results import ResultsError, read
-    from conformance.runner import run_case
-
-    try:
-        results = read(args.results_file)
-    except ResultsError as error:
-        print(f"conv-conformance: {error}", file=sys.stderr)
-        return 2
-    failures = {
-        f"{adapter}/{cell}/{i}": failure
-        for (cell, adapter), record in results.cells.items()
-        for i, failure in enumerate(record.failures)
-    }
-    if args.failure not in failures:
-        known = "\n  ".join(sorted(failures)) or "(none)"
-        print(f"conv-conformance: no failure {args.failure!r}; recorded failures:\n  {known}", file=sys.stderr)
-        return 2
-    failure = failures[args.failure]
-    adapter = args.failure.split("/", 1)[0]
-    if args.script:
-        if not failure.get("repro"):
-            print("conv-conformance: this failure has no standalone script (its adapter gives none)", file=sys.stderr)
-            return 2
-        Path(args.script).write_text(failure["repro"])
-        print(f"wrote {args.script}: python {args.script} exits 1 while the bug is there")
-    spec = ConvSpec.from_dict(failure["spec"])
-    recipe = DataRecipe.from_dict(failure["recipe"])
-    with AdapterCaller(adapter, timeout=args.case_timeout, isolate=args.isolate) as caller:
-        result = run_case(caller, spec, recipe, failure["operation"])
-    print(f"{adapter}.conv({spec.descriptor()}) [{recipe.describe()}] {failure['operation']}: {result.status}")
-    if result.reason:
-        print(f"  {result.reason}")
-    return 1 if result.status in ("failed", "error", "crashed", "hung") else 0
-
-
-# ------------------------------------------------------------------ describe
-
-
-def _describe(args: argparse.Namespace) -> int:
-    try:
-        spec = ConvSpec.from_json(args.problem) if args.problem.lstrip().startswith("{") else parse_descriptor(
-            args.problem
-        )
-    except (ValueError, TypeError) as error:
-        print(f"conv-conformance: cannot read the problem: {error}", file=sys.stderr)
-        return 2
-    try:
-        spec.validate()
-    except InvalidSpec as error:
-        print(f"{spec.descriptor()}: invalid: {error}")
-        return 2
-    facts = {
-        "descriptor": spec.descriptor(),
-        "input_shape": spec.input_shape,
-        "weight_shape": spec.weight_shape,
-        "bias_shape": spec.bias_shape,
-        "output_shape": spec.output_shape,
-        "padding": spec.pads,
-        "reduction_length": spec.reduction_length,
-        "macs": spec.macs,
-        "spec": spec.to_dict(),
-    }
-    print(json.dumps(facts, indent=2))
-    return 0
 
 
 # -------------------------------------------------------------------- parser
@@ -263,14 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
     fuzz.set_defaults(handler=_fuzz)
 
     adapters = commands.add_parser("adapters", help="list adapters and their capabilities")
-    adapters.set_defaults(handler=_adapters)
+    adapters.set_defaults(handler=adapters_command)
 
     report = commands.add_parser("report", help="render a results file as a self-contained HTML report")
     report.add_argument("results_file")
     report.add_argument("-o", "--output", default="report.html", help="the page to write (default: report.html)")
     report.add_argument("--baseline", metavar="OLD.json",
                         help="an earlier results file: what changed since goes first on the page")  # fmt: skip
-    report.set_defaults(handler=_report)
+    report.set_defaults(handler=report_command)
 
     repro = commands.add_parser("repro", help="re-run one recorded failure")
     repro.add_argument("results_file")
@@ -278,11 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("--script", metavar="FILE", help="also write the failure's standalone repro script here")
     repro.add_argument("--isolate", action="store_true")
     repro.add_argument("--case-timeout", type=float, default=60.0, metavar="SECONDS")
-    repro.set_defaults(handler=_repro)
+    repro.set_defaults(handler=repro_command)
 
     describe = commands.add_parser("describe", help="validate one problem and print its shapes")
     describe.add_argument("problem", help="a descriptor such as conv2d_mb2_ic4_oc6_i9x7_k3x2, or the spec's JSON")
-    describe.set_defaults(handler=_describe)
+    describe.set_defaults(handler=describe_command)
     return parser
 
 
