@@ -75,7 +75,8 @@ def _uses_suite(config: pytest.Config) -> bool:
 def pytest_configure(config: pytest.Config) -> None:
     from hypothesis import settings
 
-    from conformance.session import ConformanceSession, read_baseline, register_profiles
+    from conformance.baseline import read_baseline
+    from conformance.session import ConformanceSession, register_profiles
 
     config.addinivalue_line("markers", "conformance: a conv-conformance suite test")
     register_profiles()
@@ -165,8 +166,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    from conformance.baseline import matches_any
     from conformance.results import now
-    from conformance.session import matches_any, merge_shards
+    from conformance.session import merge_shards
 
     state = session.config.stash.get(_SESSION_KEY, None)
     if state is None:

@@ -7,20 +7,17 @@ modules call :meth:`ConformanceSession.explore` once per (cell, adapter).
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
-import json
 import math
-import os
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis.database import DirectoryBasedExampleDatabase
 
+from conformance.baseline import BaselineEntry, BaselineError, expected_failure, matches_any, read_baseline
 from conformance.results import Results, ResultsError, environment, merge, read
 
 PROFILES = ("ci", "dev", "fuzz")
@@ -69,64 +66,6 @@ def reproducible(test: Any, cell_id: str) -> Any:
 
 class ConformanceFailure(AssertionError):
     """Raised inside a Hypothesis example so that it shrinks; carries the case."""
-
-
-@dataclass
-class BaselineEntry:
-    cell: str
-    adapter: str
-    reason: str
-
-
-class BaselineError(ValueError):
-    """A baseline file that cannot be used."""
-
-
-def read_baseline(path: str | os.PathLike) -> dict[tuple[str, str], BaselineEntry]:
-    """Expected failures: ``{"expected_failures": [{"cell": ..., "adapter": ..., "reason": ...}]}``.
-
-    A results file works too: its failing cells become the expectations.
-    """
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise BaselineError(f"cannot read baseline {path}: {error}") from None
-    if isinstance(data, dict) and data.get("schema"):
-        try:
-            results = Results.from_dict(data)
-        except ResultsError as error:
-            raise BaselineError(f"baseline {path}: {error}") from None
-        return {
-            key: BaselineEntry(*key, reason="failed in the baseline run")
-            for key, record in results.cells.items()
-            if record.status in BAD
-        }
-    entries = data.get("expected_failures") if isinstance(data, dict) else None
-    if not isinstance(entries, list):
-        raise BaselineError(f"baseline {path}: expected an object with an 'expected_failures' list")
-    out = {}
-    for i, entry in enumerate(entries):
-        if not isinstance(entry, dict) or not {"cell", "adapter", "reason"} <= set(entry):
-            raise BaselineError(f"baseline {path}: entry {i} needs 'cell', 'adapter' and 'reason': {entry!r}")
-        out[(entry["cell"], entry["adapter"])] = BaselineEntry(entry["cell"], entry["adapter"], entry["reason"])
-    return out
-
-
-def expected_failure(
-    baseline: dict[tuple[str, str], BaselineEntry], cell: str, adapter: str
-) -> BaselineEntry | None:
-    """The baseline entry covering ``cell`` on ``adapter``; entries' cell ids may be globs."""
-    exact = baseline.get((cell, adapter))
-    if exact is not None:
-        return exact
-    for (pattern, who), entry in baseline.items():
-        if who == adapter and fnmatch.fnmatchcase(cell, pattern):
-            return entry
-    return None
-
-
-def matches_any(pattern: str, adapter: str, cells: set[tuple[str, str]]) -> bool:
-    return any(who == adapter and fnmatch.fnmatchcase(cell, pattern) for cell, who in cells)
 
 
 class ConformanceSession:

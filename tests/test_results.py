@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from conformance.baseline import BaselineError, read_baseline
 from conformance.results import MAX_FAILURES_PER_CELL, SCHEMA, VERSION, Results, ResultsError, merge, read
-from conformance.session import BaselineError, read_baseline
 
 
 def _results(counts: dict[str, int], cell: str = "forward/2d/float32/same", adapter: str = "torch") -> Results:
