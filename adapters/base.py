@@ -93,6 +93,44 @@ class Capabilities:
                 return f"{what} is not supported"
         return None
 
+    @classmethod
+    def validated(cls, value: Any) -> Capabilities:
+        """``value`` rebuilt from plain Python values, or TypeError saying what is wrong with it.
+
+        What an adapter's ``capabilities()`` returns is untrusted: a subclass could
+        answer differently each time it is asked, and an isolated adapter's answer
+        crosses a process boundary, where unpickling a class of the adapter's would
+        import the adapter's code into the parent.  The suite keeps this copy.
+        """
+        if not isinstance(value, Capabilities):
+            raise TypeError(f"capabilities() returned {type(value).__name__}, not an adapters.base.Capabilities")
+
+        def words(name: str) -> tuple[str, ...]:
+            items = getattr(value, name)
+            if isinstance(items, str) or not all(isinstance(item, str) for item in items):
+                raise TypeError(f"capabilities().{name}={items!r}, but should be a tuple of strings")
+            return tuple(str(item) for item in items)
+
+        dims = value.dims
+        if isinstance(dims, (str, bytes)) or not all(isinstance(d, int) and not isinstance(d, bool) for d in dims):
+            raise TypeError(f"capabilities().dims={dims!r}, but should be a tuple of whole numbers")
+        precision = {}
+        for key, declared in dict(value.precision).items():
+            if not (isinstance(key, tuple) and len(key) == 2 and all(isinstance(k, str) for k in key)):
+                raise TypeError(f"capabilities().precision key {key!r}, but should be a (dtype, device) pair")
+            if not isinstance(declared, Precision):
+                raise TypeError(f"capabilities().precision[{key!r}] is {type(declared).__name__}, not a Precision")
+            precision[(str(key[0]), str(key[1]))] = Precision(**declared.to_dict())
+        flags = {name: getattr(value, name) for name in ("transposed", "backward", "empty_batch")}
+        for name, flag in flags.items():
+            if not isinstance(flag, bool):
+                raise TypeError(f"capabilities().{name}={flag!r}, but should be True or False")
+        return cls(
+            dims=tuple(int(d) for d in dims), **{name: words(name) for name in (
+                "dtypes", "devices", "padding_forms", "padding_modes", "layouts", "transposed_padding_forms", "notes")},
+            precision=precision, **flags,
+        )  # fmt: skip
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             name: list(getattr(self, name))

@@ -1,10 +1,17 @@
 """Calling an adapter without trusting it: :class:`AdapterCaller` and its :class:`Outcome`.
 
-A backend under test may raise, hang, or kill its process (a segfault in a
-kernel, an ``abort()`` in a driver, the out-of-memory killer).  Each call of
-``forward`` / ``backward`` therefore ends in an :class:`Outcome` whose status is
-one of :data:`STATUSES`; only a caller's own mistakes (an unknown method name,
-an adapter that cannot be loaded at all, Ctrl-C) raise.
+A backend under test may raise, hang, kill its process (a segfault in a kernel,
+an ``abort()`` in a driver, the out-of-memory killer), write into the arrays it
+is given, reuse its output buffer, or lie in an optional method.  Each call
+therefore ends in an :class:`Outcome` whose status is one of :data:`STATUSES`;
+only a caller's own mistakes (an unknown method name, an adapter that cannot be
+loaded at all, Ctrl-C) raise.
+
+The evidence is never the candidate's to touch: the adapter gets its own copy
+of every input (in-process, copies made here; isolated, the copies that
+unpickling makes), the caller's arrays stay as they were for the oracle, and an
+``Outcome.modified`` names every input the adapter wrote into.  What the adapter
+returns is copied before it is called again.
 
 Two modes, one interface:
 
@@ -12,67 +19,55 @@ Two modes, one interface:
   the backend).  An exception becomes ``"error"``.  With a ``timeout``, calls
   run on one persistent daemon worker thread and the caller waits at most
   ``timeout`` seconds for the answer; past it the outcome is ``"hung"``.  A
-  thread cannot be killed in Python, so the stuck call runs on, holding whatever
-  locks the backend took and burning CPU.  Until it returns, every further call
-  is refused at once with ``"hung"`` and a message saying why, instead of
-  queueing behind it (which would hang too) or racing it on a second thread
-  (a backend that hung once is in an unknown state).  If the stuck call does
-  return, calls are served again.  A crash takes the whole process down.  Use
+  thread cannot be killed in Python, so the stuck call runs on.  Until it
+  returns, every further call is refused at once with ``"hung"`` and a message
+  saying why, instead of queueing behind it or racing it on a second thread.  A
+  call that hangs *holding the GIL* leaves the waiting thread no chance to run:
+  with a ``watchdog`` path, :class:`~conformance.watchdog.CallWatchdog` ends the
+  process a grace period past the timeout and leaves a record of the case for
+  whoever finds it dead.  A crash takes the whole process down.  Use
   ``isolate=True`` for a backend that hangs or crashes.
-* **isolated** (``isolate=True``).  A persistent child process (a fresh
-  interpreter, as multiprocessing's ``spawn`` start method makes: safe for CUDA
-  and for threaded BLAS pools, unlike ``fork``) loads the adapter once and
-  serves calls over a pipe (numpy arrays and the spec go by pickle).  A child
-  that dies mid-call is ``"crashed"`` (exit code or signal); a child that does
-  not answer within ``timeout`` is killed and the call is ``"hung"``.  Either
-  way the next call starts a fresh child.  Starting it (importing torch,
-  initialising a device) is bounded by ``startup_timeout``, not by ``timeout``.
-  POSIX only (the child gets its end of the pipe as an inherited descriptor).
+* **isolated** (``isolate=True``).  A persistent child process
+  (:mod:`conformance.isolation`) loads and describes the adapter once and serves
+  calls over a pipe; nothing of the adapter's code runs in this process, not even
+  its import, ``__init__`` or ``capabilities()``.  A child that dies mid-call is
+  ``"crashed"``; one that does not answer within ``timeout`` is killed, with its
+  whole process group, and the call is ``"hung"``.  Either way the next call
+  starts a fresh child.  Starting it is bounded by ``startup_timeout``.  POSIX only.
 
 Ctrl-C is never swallowed: the ``KeyboardInterrupt`` propagates out of
 :meth:`AdapterCaller.call`.  The call it interrupted is abandoned (an isolated
 child is killed, since it may still answer later; an in-process call is treated
 as stuck).  Child processes never outlive the parent: :meth:`AdapterCaller.close`,
 garbage collection and interpreter exit stop them, and each child also exits by
-itself when its parent is gone (end of file on the pipe, or a watchdog thread
-that notices the parent's pid change while the child is busy in a call).
+itself, taking its process group along, when its parent is gone.
 """
 
 from __future__ import annotations
 
-import atexit
-import contextlib
-import faulthandler
-import importlib
-import json
 import math
 import os
 import queue
-import signal
-import subprocess
-import sys
 import threading
 import time
-import traceback
 import weakref
 from dataclasses import dataclass
 from typing import Any
 
+from conformance.calls import (
+    METHODS,
+    AdapterInfo,
+    describe_exception,
+    detached,
+    invoke,
+    load,
+    own_copies,
+)
+from conformance.isolation import Child
+from conformance.watchdog import CallWatchdog, read_inflight
+
 #: How a call ended.
 STATUSES = ("ok", "error", "hung", "crashed")
-#: The adapter methods a caller may invoke.
-METHODS = ("forward", "backward")
-
-# Characters of an exception's message kept in an Outcome.
-_MESSAGE = 2000
-# Traceback frames kept in an error message: the innermost few are where the backend broke.
-_FRAMES = 3
-# How often a busy child checks that its parent is still alive.
-_WATCHDOG_PERIOD = 0.5
-# How often a waiting parent checks that its worker is still alive.
-_POLL = 0.1
-# How long close() lets a child shut down cleanly (its atexit hooks: device teardown) before killing it.
-_CLOSE_GRACE = 2.0
 
 
 @dataclass
@@ -80,18 +75,21 @@ class Outcome:
     """How one call of an adapter method ended.
 
     * ``status``: one of :data:`STATUSES`.
-    * ``value``: the method's return value, as returned, when ``ok`` (the runner
-      judges its type, shape and values; nothing here converts it).
+    * ``value``: the method's return value (arrays copied) when ``ok``; the
+      runner judges its type, shape and values.
     * ``message``: for ``error``, ``"ExceptionType: message"`` and the innermost
       traceback frames; for ``hung``, the timeout; for ``crashed``, the exit code or signal.
     * ``seconds``: how long the method ran (for ``ok`` and ``error``, measured
       around the method itself; for ``hung`` and ``crashed``, the caller's wait).
+    * ``modified``: the inputs (``"x"``, ``"w"``, ``"b"``, ``"grad_out"``, ``"spec"``)
+      the adapter wrote into, whatever else happened.
     """
 
     status: str
     value: Any = None
     message: str = ""
     seconds: float = 0.0
+    modified: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -102,66 +100,24 @@ class AdapterLoadError(RuntimeError):
     """The adapter named by a ref could not be loaded: a usage error, not a backend fault."""
 
 
+class AdapterBroken(RuntimeError):
+    """The adapter loads but cannot be run at all: it crashed or hung while starting (isolated), or its
+    ``name`` / ``capabilities()`` raised or returned something that is not a declaration."""
+
+    def __init__(self, status: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status  # "error" | "crashed" | "hung"
+        self.message = message
+
+
 # ------------------------------------------------------------------ helpers
-
-
-def load(ref: str) -> Any:
-    """The adapter instance for ``ref`` (through :func:`adapters.registry.load_adapter`)."""
-    try:
-        from adapters.registry import load_adapter
-    except ModuleNotFoundError as exc:
-        # Only while the registry does not exist yet: fall back to "package.module:Class".
-        # Any other import failure inside the registry is a real error and propagates.
-        if exc.name != "adapters.registry":
-            raise
-        return _load_module_attribute(ref)
-    return load_adapter(ref)
-
-
-def _load_module_attribute(ref: str) -> Any:
-    module_name, sep, attribute = ref.partition(":")
-    if not sep or not module_name or not attribute:
-        raise ValueError(f"adapter ref {ref!r}, but should be 'package.module:Class' (no registry is installed)")
-    target: Any = importlib.import_module(module_name)
-    for part in attribute.split("."):
-        target = getattr(target, part)
-    return target() if isinstance(target, type) else target
-
-
-def describe_exception(exc: BaseException) -> str:
-    """``"ExceptionType: message"`` and the innermost traceback frames, one per line."""
-    kind = type(exc)
-    name = kind.__qualname__
-    if kind.__module__ not in ("builtins", "__main__"):
-        name = f"{kind.__module__}.{name}"
-    text = str(exc)
-    if len(text) > _MESSAGE:  # a backend may print a whole tensor into its message
-        text = text[:_MESSAGE] + f"... ({len(text) - _MESSAGE} more characters)"
-    lines = [f"{name}: {text}" if text else name]
-    # The call machinery's frames (this module's, the import system's) say nothing about the backend.
-    frames = [
-        f
-        for f in traceback.extract_tb(exc.__traceback__)
-        if f.filename != __file__ and not f.filename.startswith("<frozen")
-    ]
-    lines += [f"  at {_short_path(f.filename)}:{f.lineno} in {f.name}" for f in frames[-_FRAMES:]]
-    return "\n".join(lines)
-
-
-def _short_path(path: str) -> str:
-    try:
-        relative = os.path.relpath(path)
-    except ValueError:  # another drive on Windows
-        return path
-    if not relative.startswith(".."):
-        return relative
-    parts = path.replace(os.sep, "/").split("/")
-    return "/".join(parts[-2:]) if len(parts) > 2 else path
 
 
 def describe_exit(exitcode: int | None) -> str:
     """``"was killed by signal SIGSEGV (11)"``, ``"exited with code 3"``: a process's end, from its exit code
     (negative: the signal that ended it, as subprocess reports it)."""
+    import signal
+
     if exitcode is None:
         return "ended with an unknown status"
     if exitcode < 0:
@@ -175,26 +131,11 @@ def describe_exit(exitcode: int | None) -> str:
     return f"exited with code {exitcode}"
 
 
-def _invoke(adapter: Any, method: str, args: tuple) -> tuple[str, Any, float]:
-    """``("ok", value, seconds)`` or ``("error", message, seconds)``.
-
-    Catches BaseException: it runs on a worker thread or in the child, where a
-    KeyboardInterrupt or SystemExit can only come from the backend itself
-    (signals go to the main thread, and the child ignores SIGINT).
-    """
-    start = time.perf_counter()
-    try:
-        value = getattr(adapter, method)(*args)
-    except BaseException as exc:
-        return "error", describe_exception(exc), time.perf_counter() - start
-    return "ok", value, time.perf_counter() - start
-
-
 def _check_timeout(name: str, value: float | None) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or math.isnan(value):
-        raise ValueError(f"{name}={value!r}, but should be a positive number of seconds or None")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
+        raise ValueError(f"{name}={value!r}, but should be a positive, finite number of seconds or None")
     return float(value)
 
 
@@ -204,18 +145,18 @@ def _check_timeout(name: str, value: float | None) -> float | None:
 class _Job:
     """One in-process call, handed to the worker thread."""
 
-    def __init__(self, adapter: Any, method: str, args: tuple) -> None:
-        self.adapter, self.method, self.args = adapter, method, args
+    def __init__(self, adapter: Any, method: str, args: tuple, pristine: tuple) -> None:
+        self.adapter, self.method, self.args, self.pristine = adapter, method, args, pristine
         self.done = threading.Event()
         self.started = time.monotonic()
-        self.result: tuple[str, Any, float] = ("error", "never ran", 0.0)
+        self.result: tuple[str, Any, float, tuple] = ("error", "never ran", 0.0, ())
 
     def run(self) -> None:
         try:
-            self.result = _invoke(self.adapter, self.method, self.args)
+            self.result = invoke(self.adapter, self.method, self.args, self.pristine)
         finally:
             self.done.set()
-            self.adapter = self.args = None  # do not keep the arrays alive after the answer is read
+            self.adapter = self.args = self.pristine = None  # do not keep the arrays alive after the answer
 
 
 def _work(jobs: queue.SimpleQueue) -> None:
@@ -224,163 +165,22 @@ def _work(jobs: queue.SimpleQueue) -> None:
         job.run()
 
 
-# ------------------------------------------------------------ isolated mode
-
-_LIVE: set[Any] = set()  # running children, for the exit hook
-_EXIT_HOOK = False
-
-# The worker's command line.  The parent's sys.path comes first, so the child imports the
-# same suite and adapters (a "tests.module:Class" ref included).
-_WORKER_CODE = (
-    "import json, sys; sys.path[:0] = [p for p in json.loads(sys.argv[1]) if p not in sys.path]; "
-    "from conformance.faults import _serve; _serve(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))"
-)
-
-
-def _stop_all_children() -> None:
-    for child in list(_LIVE):
-        child.kill()
-
-
-def _register_exit_hook() -> None:
-    global _EXIT_HOOK
-    if not _EXIT_HOOK:
-        atexit.register(_stop_all_children)
-        _EXIT_HOOK = True
-
-
-def _watch_parent(parent_pid: int) -> None:
-    # A child busy in a hung call never reads the pipe's end of file: exit once re-parented.
-    while True:
-        time.sleep(_WATCHDOG_PERIOD)
-        if os.getppid() != parent_pid:
-            os._exit(70)
-
-
-def _serve(ref: str, fd: int, parent_pid: int) -> None:
-    """The worker's main loop: load the adapter once, then answer calls until told to stop."""
-    from multiprocessing.connection import Connection
-
-    # Processes the backend starts must not hold the pipe open: the parent reads its end
-    # of file as this process's death.
-    os.set_inheritable(fd, False)
-    conn = Connection(fd)
-    # The parent owns Ctrl-C (a terminal sends it to the whole process group): it decides
-    # whether to abandon a call, and kills this process when it does.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    faulthandler.enable()  # a segfaulting backend leaves its Python stack on stderr
-    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True, name="parent-watchdog").start()
-    try:
-        adapter = load(ref)
-    except BaseException as exc:
-        conn.send(("load-error", describe_exception(exc)))
-        return
-    conn.send(("ready", None))
-    while True:
-        try:
-            request = conn.recv()
-        except (EOFError, OSError):  # the parent is gone
-            return
-        if request is None:
-            return
-        method, args = request
-        status, payload, seconds = _invoke(adapter, method, args)
-        del args
-        try:
-            conn.send((status, payload, seconds))
-        except Exception as exc:  # pickling fails before any byte is written, so the pipe stays usable
-            message = f"{method} returned a value that cannot be sent to the parent: {describe_exception(exc)}"
-            conn.send(("error", message, seconds))
-
-
-class _Child:
-    """One worker process and the parent's end of its pipe.
-
-    A plain ``subprocess`` running a fresh interpreter (what multiprocessing's
-    ``spawn`` start method does, so CUDA and threaded BLAS pools are safe), talking
-    over a socket pair with multiprocessing's ``Connection`` framing.  Unlike
-    ``multiprocessing.Process`` it does not re-import the parent's ``__main__`` in the
-    child (a script without an ``if __name__ == "__main__"`` guard would run again, or
-    fail in multiprocessing's bootstrapping check), and it is not a daemonic process,
-    which may not start processes of its own, as a backend is free to.
-    """
-
-    def __init__(self, ref: str) -> None:
-        from multiprocessing import Pipe
-
-        if not sys.executable:
-            raise RuntimeError("isolate=True needs sys.executable to start a worker interpreter")
-        _register_exit_hook()
-        self.conn, child_conn = Pipe()
-        fd = child_conn.fileno()
-        command = [sys.executable, "-c", _WORKER_CODE, json.dumps(sys.path), ref, str(fd), str(os.getpid())]
-        try:
-            self.process = subprocess.Popen(command, pass_fds=(fd,), stdin=subprocess.DEVNULL)
-        finally:
-            child_conn.close()  # the child holds its own copy; the parent must see end of file when it dies
-        _LIVE.add(self)
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def wait(self, timeout: float | None) -> str:
-        """``"answer"`` (something to read, or end of file), ``"died"`` or ``"timeout"``.
-
-        Polls the process as well as the pipe: a grandchild that inherited the pipe
-        (a backend that forks) would hide the end of file.
-        """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            step = _POLL if deadline is None else max(0.0, min(_POLL, deadline - time.monotonic()))
-            if self.conn.poll(step):
-                return "answer"
-            if self.process.poll() is not None:
-                return "answer" if self.conn.poll(0) else "died"
-            if deadline is not None and time.monotonic() >= deadline:
-                return "timeout"
-
-    def exit_status(self) -> str:
-        try:
-            self.process.wait(5.0)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        return describe_exit(self.process.returncode)
-
-    def kill(self) -> None:
-        """Stop now: the child may be stuck, or may still send a stale answer."""
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait()
-        self._release()
-
-    def stop(self) -> None:
-        """Let the child exit on its own (its exit hooks run), then make sure it has."""
-        if self.process.poll() is None:
-            with contextlib.suppress(OSError):
-                self.conn.send(None)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(_CLOSE_GRACE)
-        self.kill()
-
-    def _release(self) -> None:
-        self.conn.close()
-        _LIVE.discard(self)
-
-
 # ------------------------------------------------------------------- caller
 
 
 class AdapterCaller:
-    """Calls one adapter's ``forward`` / ``backward`` and reports how each call ended.
+    """Calls one adapter's methods and reports how each call ended.
 
     ``adapter_ref`` is what :func:`adapters.registry.load_adapter` takes: a
     built-in name, an entry-point name, or ``"package.module:Class"``.
     ``timeout`` bounds each call (None: wait forever); ``isolate`` runs the
     adapter in a child process (see the module docstring for what each mode can
     survive); ``startup_timeout`` bounds starting that process and loading the
-    adapter in it.  Not thread-safe beyond serialising calls: use one per thread.
+    adapter in it; ``watchdog`` is the path of the in-process watchdog's record
+    (see :mod:`conformance.watchdog`).  ``context`` is what the watchdog records
+    about the case being run: the session sets ``cell`` and ``adapter``, the
+    runner ``descriptor`` and ``operation``.  Not thread-safe beyond serialising
+    calls: use one per thread.
     """
 
     def __init__(
@@ -390,19 +190,24 @@ class AdapterCaller:
         timeout: float | None = 60.0,
         isolate: bool = False,
         startup_timeout: float | None = 300.0,
+        watchdog: str | os.PathLike | None = None,
     ) -> None:
         self.adapter_ref = adapter_ref
         self.timeout = _check_timeout("timeout", timeout)
         self.startup_timeout = _check_timeout("startup_timeout", startup_timeout)
         self.isolate = bool(isolate)
+        self.context: dict[str, Any] = {}
         self._adapter: Any = None
+        self._info: AdapterInfo | None = None
         self._lock = threading.Lock()
         self._closed = False
         # in-process
         self._jobs: queue.SimpleQueue | None = None
         self._stuck: _Job | None = None
+        self._watchdog_path = watchdog
+        self._watchdog: CallWatchdog | None = None
         # isolated
-        self._child: _Child | None = None
+        self._child: Child | None = None
         self._finalizer: weakref.finalize | None = None
 
     def __repr__(self) -> str:
@@ -411,7 +216,9 @@ class AdapterCaller:
 
     @property
     def adapter(self) -> Any:
-        """The adapter, loaded in this process on first use: for capabilities(), versions(), repro_source()."""
+        """The adapter object, loaded in this process (in-process mode only: isolated, it lives in the child)."""
+        if self.isolate:
+            raise RuntimeError(f"{self!r}: the adapter lives in the worker process; use info() and call()")
         if self._adapter is None:
             try:
                 self._adapter = load(self.adapter_ref)
@@ -423,6 +230,48 @@ class AdapterCaller:
     def worker_pid(self) -> int | None:
         """The pid of the isolated worker process, when one is running."""
         return self._child.pid if self._child is not None else None
+
+    # ------------------------------------------------------------ describing
+
+    def info(self) -> AdapterInfo:
+        """The adapter's declared name, capabilities and versions, asked once and kept.
+
+        Raises :class:`AdapterLoadError` when it cannot be imported or built (a
+        usage error) and :class:`AdapterBroken` when it loads but cannot be run:
+        isolated, it crashed or hung while starting; either way, its ``name`` or
+        ``capabilities()`` raised or returned something that is not a declaration.
+        """
+        if self._info is None:
+            if self.isolate:
+                with self._lock:
+                    failed = self._start_child() if self._child is None else None
+                if failed is not None:
+                    raise AdapterBroken(failed.status, f"adapter {self.adapter_ref!r}: {failed.message}")
+            else:
+                self.adapter  # noqa: B018 - a load failure is a usage error, raised before any call
+                outcome = self.call("describe")
+                if outcome.status != "ok":
+                    raise AdapterBroken(outcome.status, f"adapter {self.adapter_ref!r}: {outcome.message}")
+                self._info = outcome.value
+        assert self._info is not None
+        return self._info
+
+    @property
+    def capabilities(self) -> Any:
+        """The adapter's declared :class:`~adapters.base.Capabilities` (see :meth:`info`)."""
+        return self.info().capabilities
+
+    def repro_source(self, spec: Any, operation: str) -> tuple[str | None, str]:
+        """``(source, "")``, or ``(None, why there is none)``: repro_source() is optional and untrusted."""
+        outcome = self.call("repro_source", spec, operation)
+        if outcome.status != "ok":
+            first = outcome.message.splitlines()[0] if outcome.message else outcome.status
+            return None, f"no standalone script: repro_source() {outcome.status}: {first}"
+        if outcome.value is None:
+            return None, ""
+        if not isinstance(outcome.value, str):
+            return None, f"no standalone script: repro_source() returned {type(outcome.value).__name__}, not a str"
+        return outcome.value, ""
 
     # ------------------------------------------------------------ calling
 
@@ -447,19 +296,17 @@ class AdapterCaller:
                 ))  # fmt: skip
             self._stuck = None
         adapter = self.adapter
+        given = own_copies(args)
         if self.timeout is None:
             # No thread needed: the call runs where Ctrl-C and debuggers expect it.
-            start = time.perf_counter()
-            try:
-                value = getattr(adapter, method)(*args)
-            except (Exception, SystemExit) as exc:
-                return Outcome("error", message=describe_exception(exc), seconds=time.perf_counter() - start)
-            return Outcome("ok", value=value, seconds=time.perf_counter() - start)
+            status, payload, seconds, modified = invoke(adapter, method, given, args)
+            return self._outcome(status, payload, seconds, modified, copy=True)
 
         if self._jobs is None:
             self._jobs = queue.SimpleQueue()
             threading.Thread(target=_work, args=(self._jobs,), daemon=True, name="adapter-worker").start()
-        job = _Job(adapter, method, args)
+        watchdog = self._armed_watchdog(method)
+        job = _Job(adapter, method, given, args)
         self._jobs.put(job)
         try:
             finished = job.done.wait(self.timeout)
@@ -467,6 +314,9 @@ class AdapterCaller:
             # Ctrl-C: the call runs on; no later call may queue behind it.
             self._stuck = job
             raise
+        finally:
+            if watchdog is not None:
+                watchdog.disarm()
         if not finished:
             self._stuck = job
             return Outcome(
@@ -474,10 +324,22 @@ class AdapterCaller:
                 message=f"no answer from {method} within the {self.timeout:g} s timeout (the call runs on in a "
                 "thread that cannot be stopped; later calls are refused until it returns)",
             )  # fmt: skip
-        status, payload, seconds = job.result
+        return self._outcome(*job.result, copy=True)
+
+    def _armed_watchdog(self, method: str) -> CallWatchdog | None:
+        if self._watchdog_path is None or self.timeout is None:
+            return None
+        if self._watchdog is None:
+            self._watchdog = CallWatchdog(self._watchdog_path)
+        context = {"adapter": self.adapter_ref, **self.context}
+        self._watchdog.arm(method, context, self.timeout)
+        return self._watchdog
+
+    @staticmethod
+    def _outcome(status: str, payload: Any, seconds: float, modified: tuple, *, copy: bool) -> Outcome:
         if status == "ok":
-            return Outcome("ok", value=payload, seconds=seconds)
-        return Outcome("error", message=payload, seconds=seconds)
+            return Outcome("ok", value=detached(payload) if copy else payload, seconds=seconds, modified=modified)
+        return Outcome("error", message=payload, seconds=seconds, modified=modified)
 
     def _call_isolated(self, method: str, args: tuple) -> Outcome:
         if self._child is None:
@@ -495,22 +357,21 @@ class AdapterCaller:
             state = child.wait(self.timeout)
             if state == "answer":
                 try:
-                    status, payload, seconds = child.conn.recv()
+                    status, payload, seconds, modified = child.conn.recv()
                 except (EOFError, OSError):
                     return self._crashed(child, method, start)
                 except Exception as exc:  # the answer arrived whole, but does not unpickle here
                     message = f"{method} returned a value this process cannot load: {describe_exception(exc)}"
                     return Outcome("error", message=message, seconds=time.monotonic() - start)
-                if status == "ok":
-                    return Outcome("ok", value=payload, seconds=seconds)
-                return Outcome("error", message=payload, seconds=seconds)
+                # Unpickled here: the arrays are already this process's own.
+                return self._outcome(status, payload, seconds, tuple(modified), copy=False)
             if state == "died":
                 return self._crashed(child, method, start)
             self._discard()
             return Outcome(
                 "hung", seconds=time.monotonic() - start,
                 message=f"no answer from {method} within the {self.timeout:g} s timeout; "
-                f"the worker process (pid {child.pid}) was killed",
+                f"the worker process (pid {child.pid}) and its process group were killed",
             )  # fmt: skip
         except BaseException:
             # Ctrl-C (or anything unexpected) mid-call: the child may still answer this call
@@ -519,9 +380,9 @@ class AdapterCaller:
             raise
 
     def _start_child(self) -> Outcome | None:
-        """Start a worker and wait until it has loaded the adapter; an Outcome when it could not."""
-        child = self._child = _Child(self.adapter_ref)
-        self._finalizer = weakref.finalize(self, _Child.stop, child)
+        """Start a worker and wait until it has loaded and described the adapter; an Outcome when it could not."""
+        child = self._child = Child(self.adapter_ref)
+        self._finalizer = weakref.finalize(self, Child.stop, child)
         start = time.monotonic()
         try:
             state = child.wait(self.startup_timeout)
@@ -531,8 +392,12 @@ class AdapterCaller:
                 except (EOFError, OSError):
                     return self._crashed(child, "start-up", start)
                 if kind == "ready":
+                    if self._info is None:  # the first answer is the declaration; a restarted child repeats it
+                        self._info = payload
                     return None
                 self._discard()
+                if kind == "broken":
+                    return Outcome("error", message=payload, seconds=time.monotonic() - start)
                 raise AdapterLoadError(f"cannot load adapter {self.adapter_ref!r} in the worker process: {payload}")
             if state == "died":
                 return self._crashed(child, "start-up", start)
@@ -546,8 +411,8 @@ class AdapterCaller:
             self._discard()
             raise
 
-    def _crashed(self, child: _Child, during: str, start: float, when: str = "") -> Outcome:
-        status = child.exit_status()
+    def _crashed(self, child: Child, during: str, start: float, when: str = "") -> Outcome:
+        status = describe_exit(child.exit_status())
         self._discard()
         where = f"during {during}" + (f", {when}" if when else "")
         return Outcome(
@@ -569,12 +434,16 @@ class AdapterCaller:
         """Stop the worker process (if any) and the worker thread (once its call returns)."""
         self._closed = True
         if self._finalizer is not None:
-            self._finalizer()  # runs _Child.stop once
+            self._finalizer()  # runs Child.stop once
             self._finalizer = None
         self._child = None
         if self._jobs is not None:
             self._jobs.put(None)
             self._jobs = None
+        if self._watchdog is not None and (self._stuck is None or self._stuck.done.is_set()):
+            # A call still stuck keeps its record: the process may yet die in it.
+            self._watchdog.close()
+            self._watchdog = None
 
     def __enter__(self) -> AdapterCaller:
         return self
@@ -586,10 +455,13 @@ class AdapterCaller:
 __all__ = [
     "METHODS",
     "STATUSES",
+    "AdapterBroken",
     "AdapterCaller",
+    "AdapterInfo",
     "AdapterLoadError",
     "Outcome",
     "describe_exception",
     "describe_exit",
     "load",
+    "read_inflight",
 ]

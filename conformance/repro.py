@@ -64,14 +64,21 @@ def repro_main():
 
     import numpy as np
 
+    pristine = {{name: None if a is None else a.copy() for name, a in REPRO_INPUTS.items()}}
     x, w, b = REPRO_INPUTS["x"], REPRO_INPUTS["w"], REPRO_INPUTS["b"]
     grad_out = REPRO_INPUTS.get("grad_out")
     try:
         got = {call}
-        got = np.asarray(got, dtype=np.float64)
+        got = np.array(got, dtype=np.float64)
     except Exception:
         traceback.print_exc()
         print(f"FAIL {{REPRO_PRODUCT}}: the candidate raised (see above) on {{REPRO_PROBLEM}}")
+        return 1
+    # A backend that writes into the arrays it is given does not conform, whatever it returns.
+    modified = [name for name, a in REPRO_INPUTS.items()
+                if a is not None and (a.shape != pristine[name].shape or a.tobytes() != pristine[name].tobytes())]
+    if modified:
+        print(f"FAIL: the candidate modified its input(s) {{', '.join(modified)}} on {{REPRO_PROBLEM}}")
         return 1
     expected, bound, kind = REPRO_EXPECTED, REPRO_BOUND, REPRO_KIND
     if got.shape != expected.shape:

@@ -37,6 +37,8 @@ class CaseResult:
     seconds_candidate: float = 0.0
     seconds_oracle: float = 0.0
     repro: str | None = None
+    #: why a failure has no repro script, when the adapter could not give one
+    repro_note: str = ""
     #: error/bound over the plane of the worst failing element (see :mod:`conformance.heatmap`)
     heatmap: dict[str, Any] | None = None
 
@@ -64,6 +66,7 @@ class CaseResult:
             "seconds_oracle": self.seconds_oracle,
             "heatmap": self.heatmap,
             "repro": self.repro,
+            **({"repro_note": self.repro_note} if self.repro_note else {}),
         }
 
 
@@ -76,21 +79,29 @@ def run_case(
     data: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None,
 ) -> CaseResult:
     """Run ``spec`` with ``recipe``'s data (or the given ``data``: golden vectors) on the adapter
-    behind ``caller`` (a :class:`~conformance.faults.AdapterCaller`)."""
-    adapter = caller.adapter
-    capabilities = adapter.capabilities()
+    behind ``caller`` (a :class:`~conformance.faults.AdapterCaller`).
+
+    The oracle judges the arrays made here; the adapter gets its own copies (the
+    caller makes them), and writing into one is a failure of its own, even when
+    the answer is right: a backend that scribbles on its caller's memory does not conform.
+    """
+    capabilities = caller.capabilities
     why = capabilities.unsupported(spec, operation)
     if why:
         return CaseResult("unsupported", spec, recipe, operation, reason=why)
     precision = capabilities.precision_for(spec)
-    x, w, b = make_inputs(spec, recipe) if data is None else data
+    if data is None:
+        x, w, b = make_inputs(spec, recipe)
+    else:  # never the caller's arrays themselves: golden vectors must not be shared mutable state
+        x, w, b = (None if a is None else np.array(a, dtype=np.float64) for a in data)
     gy = make_grad_output(spec, recipe) if operation == "backward" else None
     args = (spec, x, w, b) if operation == "forward" else (spec, x, w, b, gy)
 
+    caller.context.update(descriptor=spec.descriptor(), operation=operation)
     outcome = caller.call(operation, *args)
     result = CaseResult(outcome.status, spec, recipe, operation, seconds_candidate=outcome.seconds)
     if outcome.status != "ok":
-        result.reason = outcome.message
+        result.reason = _clip(outcome.message)
         if cannot_express(outcome):
             result.status = "unsupported"
         return result
@@ -98,23 +109,43 @@ def run_case(
     answers, problem = _answers(outcome.value, spec, operation)
     if problem:
         result.status, result.reason = "error", problem
+        if outcome.modified:
+            result.reason += f"; it also {modified_reason(outcome.modified)}"
         return result
 
     start = time.perf_counter()
-    judged = _judge(spec, operation, precision, answers, x, w, b, gy)
+    judged = _judge(spec, operation, precision, answers, x, w, b, gy, always=bool(outcome.modified))
     result.seconds_oracle = time.perf_counter() - start
     result.verdicts = {product: verdict for product, (verdict, _) in judged.items()}
-    worst = min((v.status for v in result.verdicts.values()), key=_SEVERITY.index)
+    worst = min((v.status for v in result.verdicts.values()), key=_SEVERITY.index, default="passed")
     result.status = worst
+    product = result.worst_product
     if worst != "passed":
-        product = result.worst_product
-        verdict, requirement = judged[product]
-        result.reason = f"{product}: {verdict.reason}"
-        if worst == "failed" and requirement is not None:
+        result.reason = _clip(f"{product}: {judged[product][0].reason}")
+    if outcome.modified:
+        note = modified_reason(outcome.modified)
+        result.reason = f"{result.reason}; it also {note}" if worst == "failed" else note
+        result.status = "failed"
+    if result.status == "failed" and product is not None and judged[product][1] is not None:
+        requirement = judged[product][1]
+        if result.verdicts[product].failed:
             ratios = tolerance.element_ratios(answers[product], requirement)
-            result.heatmap = heatmap(ratios, verdict.worst_index, product)
-            result.repro = _repro(adapter, spec, recipe, operation, product, requirement, x, w, b, gy, result.reason)
+            result.heatmap = heatmap(ratios, result.verdicts[product].worst_index, product)
+        result.repro, result.repro_note = _repro(caller, spec, recipe, operation, product, requirement,
+                                                 (x, w, b, gy), result.reason)  # fmt: skip
     return result
+
+
+def modified_reason(names: tuple[str, ...]) -> str:
+    """``"modified its input x"``: what the runner says of an adapter that wrote into what it was given."""
+    inputs = " and ".join(names)
+    return (f"modified its input{'s' if len(names) > 1 else ''} {inputs} (an adapter must not write into the "
+            "arrays it is given: the caller's memory is not the backend's scratch space)")  # fmt: skip
+
+
+def _clip(text: str, limit: int = 4000) -> str:
+    """An adapter's text as a reason: long enough to act on, never a whole tensor printed into a message."""
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text) - limit} more characters)"
 
 
 def cannot_express(outcome: Any) -> bool:
@@ -152,7 +183,9 @@ def _answers(value: Any, spec: ConvSpec, operation: str) -> tuple[dict[str, Any]
 # -------------------------------------------------------------------- judge
 
 
-def _judge(spec, operation, precision: Precision, answers, x, w, b, gy) -> dict[str, tuple[Verdict, Any]]:
+def _judge(spec, operation, precision: Precision, answers, x, w, b, gy, always: bool = False
+           ) -> dict[str, tuple[Verdict, Any]]:
+    """Per product, its verdict and (when it failed, or ``always``) its per-element requirement."""
     lengths = reduction_lengths(spec)
     if operation == "forward":
         ref = {"output": oracle.forward(spec, x, w, b)}
@@ -189,7 +222,8 @@ def _judge(spec, operation, precision: Precision, answers, x, w, b, gy) -> dict[
         kwargs = {"inputs": inputs, "reduction_length": k, "precision": precision, "bias": bias,
                   "subnormal_mag": sub, "free": free}  # fmt: skip
         verdict = tolerance.check(got, expected, mag[product], **kwargs)
-        requirement = tolerance.requirement(expected, mag[product], **kwargs) if verdict.failed else None
+        wanted = verdict.failed or always
+        requirement = tolerance.requirement(expected, mag[product], **kwargs) if wanted else None
         judged[product] = (verdict, requirement)
     return judged
 
@@ -253,41 +287,55 @@ def _subnormal_terms(spec, operation, product, inputs, precision, ref, mag, x, w
 # -------------------------------------------------------------------- repro
 
 
-def _repro(adapter, spec, recipe, operation, product, requirement, x, w, b, gy, reason) -> str | None:
+def _repro(caller, spec, recipe, operation, product, requirement, inputs, reason) -> tuple[str | None, str]:
+    """The standalone script and "", or None and why there is none (repro_source() is optional and untrusted)."""
     from conformance.repro import repro_script
 
-    source = adapter.repro_source(spec, operation)
+    source, why = caller.repro_source(spec, operation)
     if source is None:
-        return None
-    inputs = {"x": x, "w": w, "b": b}
+        return None, why
+    x, w, b, gy = inputs
+    arrays = {"x": x, "w": w, "b": b}
     if operation == "backward":
-        inputs["grad_out"] = gy
-    return repro_script(
-        adapter_name=adapter.name, backend_source=source, spec_descriptor=spec.descriptor(), operation=operation,
-        product=product, inputs=inputs, requirement=requirement, recipe=recipe.describe(), reason=reason,
-    )  # fmt: skip
-
-
-
+        arrays["grad_out"] = gy
+    try:
+        script = repro_script(
+            adapter_name=caller.info().name, backend_source=source, spec_descriptor=spec.descriptor(),
+            operation=operation, product=product, inputs=arrays, requirement=requirement, recipe=recipe.describe(),
+            reason=reason,
+        )  # fmt: skip
+    except ValueError as error:  # the adapter's source cannot serve a script (no candidate(), not Python)
+        return None, f"no standalone script: repro_source() gave unusable source: {error}"
+    return script, ""
 
 
 def run_invalid_case(caller: Any, spec: ConvSpec, rule: str) -> CaseResult:
     """An invalid problem must be rejected: raising passes, answering fails (crashes and hangs stay themselves)."""
     recipe = DataRecipe()
     x, w, b = _shaped_like(spec)
+    caller.context.update(descriptor=_descriptor(spec), operation="forward")
     outcome = caller.call("forward", spec, x, w, b)
     result = CaseResult(outcome.status, spec, recipe, "forward", seconds_candidate=outcome.seconds)
     if cannot_express(outcome):
-        result.status, result.reason = "unsupported", f"the adapter cannot pass this on: {outcome.message}"
+        result.status, result.reason = "unsupported", _clip(f"the adapter cannot pass this on: {outcome.message}")
     elif outcome.status == "error":
-        result.status, result.reason = "passed", f"rejected ({rule}): {outcome.message.splitlines()[0]}"
+        first = outcome.message.splitlines()[0] if outcome.message else "an exception"
+        result.status, result.reason = "passed", _clip(f"rejected ({rule}): {first}")
     elif outcome.status == "ok":
-        shape = getattr(outcome.value, "shape", None)
+        value = outcome.value
+        answer = f"an output of shape {value.shape}" if isinstance(value, np.ndarray) else f"a {type(value).__name__}"
         result.status = "failed"
-        result.reason = f"answered an invalid problem ({rule}: {RULES[rule]}) with an output of shape {shape}"
+        result.reason = f"answered an invalid problem ({rule}: {RULES[rule]}) with {answer}"
     else:
-        result.reason = outcome.message
+        result.reason = _clip(outcome.message)
     return result
+
+
+def _descriptor(spec: ConvSpec) -> str:
+    try:
+        return spec.descriptor()
+    except Exception:  # an invalid problem may not even print
+        return repr(spec)
 
 
 def _shaped_like(spec: ConvSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:

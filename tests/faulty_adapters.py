@@ -269,3 +269,217 @@ class ExitsOn3D(NumpyConv):
 
     name = "exits-on-3d"
     prepare = "if x.ndim == 5:\n    import os\n    os._exit(3)"
+
+
+# ------------------------------------------------------- writing into what they are given
+# Each of these passed in-process before the suite gave adapters their own copies: the oracle
+# judged the arrays the adapter had just changed.
+
+
+class FlipsKernelInPlace(NumpyConv):
+    """Flips the kernel in place, then correlates: a true convolution where cross-correlation is due."""
+
+    name = "flips-kernel-in-place"
+    prepare = "w[...] = np.flip(w, axis=tuple(range(2, w.ndim))).copy()"
+
+
+class ScalesInputInPlace(NumpyConv):
+    """Doubles x in place before computing (an in-place pre-scaling)."""
+
+    name = "scales-input-in-place"
+    prepare = "x *= 2.0"
+
+
+class ScalesGradOutInPlace(NumpyConv):
+    """Doubles grad_out in place in backward (in-place loss scaling)."""
+
+    name = "scales-grad-out-in-place"
+    prepare = "if 'grad_out' in dir():\n    grad_out *= 2.0"
+
+
+class OverwritesInputsWithOnes(NumpyConv):
+    """Ignores its inputs and overwrites them with ones (and computes on those)."""
+
+    name = "overwrites-inputs-with-ones"
+    prepare = "x[...] = 1.0\nw[...] = 1.0\nif b is not None:\n    b[...] = 1.0"
+
+
+class TouchesInputButAnswersRight(NumpyConv):
+    """Computes the right answer, then scribbles on x: right output, still non-conformant."""
+
+    name = "touches-input-after"
+    fault = "x[...] = 0.0"
+
+
+# ------------------------------------------------------- reusing one output buffer
+
+
+class ReusesOutputBuffer(NumpyConv):
+    """Right values, but every forward returns the same array, overwritten by the next call: a caller that
+    keeps an answer and calls again sees the answer change under it."""
+
+    name = "reuses-output-buffer"
+
+    def __init__(self) -> None:
+        self.buffer: np.ndarray | None = None
+        self.calls = 0
+
+    def forward(self, spec: ConvSpec, x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+        y = self.answer(spec, x, w, b)
+        if self.buffer is None or self.buffer.shape != y.shape:
+            self.buffer = np.empty_like(y)
+        self.buffer[...] = y
+        return self.buffer
+
+    def answer(self, spec: ConvSpec, x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+        return super().forward(spec, x, w, b)
+
+    def repro_source(self, spec: ConvSpec, operation: str = "forward") -> str | None:
+        return None
+
+
+class DriftsInOneBuffer(ReusesOutputBuffer):
+    """Reuses one output buffer and answers a little differently each call (like racing atomics): comparing
+    the buffer with itself would call it repeatable."""
+
+    name = "drifts-in-one-buffer"
+
+    def answer(self, spec: ConvSpec, x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+        self.calls += 1
+        return super().answer(spec, x, w, b) + self.calls * 2.0**-20
+
+
+# ------------------------------------------------------- optional methods that fail
+
+
+class OffByOneWithBrokenRepro(OffByOne):
+    """Wrong (as OffByOne) and its repro_source() raises: the failure must stay a failure."""
+
+    name = "off-by-one-broken-repro"
+
+    def repro_source(self, spec: ConvSpec, operation: str = "forward") -> str | None:
+        raise RuntimeError("repro_source is broken too")
+
+
+class OffByOneWithGarbageRepro(OffByOneWithBrokenRepro):
+    """Wrong, and its repro_source() returns source that defines no candidate()."""
+
+    name = "off-by-one-garbage-repro"
+
+    def repro_source(self, spec: ConvSpec, operation: str = "forward") -> str | None:
+        return "print('no candidate here')"
+
+
+class _Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("no")
+
+    __repr__ = __str__
+
+
+class NastyVersions(NumpyConv):
+    """versions() full of things JSON and str() choke on."""
+
+    name = "nasty-versions"
+
+    def versions(self) -> dict[str, Any]:
+        return {"nan": float("nan"), "inf": float("inf"), "huge": 10**5000, "object": _Unprintable(),
+                "long": "v" * 100_000, 7: ["a", "list"]}  # fmt: skip
+
+
+class VersionsNotADict(NumpyConv):
+    name = "versions-not-a-dict"
+
+    def versions(self) -> Any:
+        return ["torch", "2.13"]
+
+
+class VersionsRaises(NumpyConv):
+    name = "versions-raises"
+
+    def versions(self) -> dict[str, str]:
+        raise RuntimeError("no versions today")
+
+
+class CapabilitiesRaises(NumpyConv):
+    name = "capabilities-raises"
+
+    def capabilities(self) -> Capabilities:
+        raise RuntimeError("cannot query the device")
+
+
+class CapabilitiesLies(NumpyConv):
+    """capabilities() returns a plain dict of what it can do: not a declaration the suite can read."""
+
+    name = "capabilities-lies"
+
+    def capabilities(self) -> Any:
+        return {"dims": (1, 2, 3), "backward": True}
+
+
+class CapabilitiesChangeTheirMind(NumpyConv):
+    """Declares float64 only the first time it is asked, everything after: the suite keeps the first answer."""
+
+    name = "capabilities-change"
+    asked = 0
+
+    def capabilities(self) -> Capabilities:
+        type(self).asked += 1
+        dtypes = ("float64",) if type(self).asked == 1 else ("float64", "float32", "float16", "bfloat16")
+        return Capabilities(dtypes=dtypes, padding_modes=("zeros",), transposed=False, backward=True)
+
+
+# ------------------------------------------------------- the whole adapter under --isolate
+
+
+class SegfaultsInInit(NumpyConv):
+    name = "segfaults-in-init"
+
+    def __init__(self) -> None:
+        import os
+        import signal
+
+        os.kill(os.getpid(), signal.SIGSEGV)
+
+
+class HangsInInit(NumpyConv):
+    name = "hangs-in-init"
+
+    def __init__(self) -> None:
+        import time
+
+        time.sleep(3600)
+
+
+class SegfaultsInCapabilities(NumpyConv):
+    name = "segfaults-in-capabilities"
+
+    def capabilities(self) -> Capabilities:
+        import os
+        import signal
+
+        os.kill(os.getpid(), signal.SIGSEGV)
+        raise AssertionError("unreachable")
+
+
+class SpawnsHelper(NumpyConv):
+    """Starts a helper process (a daemon of the backend's) on a batched problem and leaves it running; its pid
+    goes to the file named by $CONV_CONFORMANCE_TEST_PIDFILE, and then the call hangs."""
+
+    name = "spawns-helper"
+    prepare = (
+        "if x.shape[0] > 1:\n"
+        "    import os, subprocess, time\n"
+        "    helper = subprocess.Popen(['sleep', '300'])\n"
+        "    with open(os.environ['CONV_CONFORMANCE_TEST_PIDFILE'], 'w') as f:\n"
+        "        f.write(str(helper.pid))\n"
+        "    time.sleep(3600)"
+    )
+
+
+class HoldsTheGil(NumpyConv):
+    """On a batched problem, a catastrophic regular expression: minutes in one C call that never releases
+    the GIL, so no Python thread (not even the one waiting for a timeout) runs until it returns."""
+
+    name = "holds-the-gil"
+    prepare = "if x.shape[0] > 1:\n    import re\n    re.match(r'(a+)+$', 'a' * 64 + 'b')"

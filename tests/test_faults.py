@@ -86,7 +86,7 @@ def test_correct_adapter_answers_ok(isolate):
         if isolate:
             pid = caller.worker_pid
             assert caller.call("forward", *args()).ok and caller.worker_pid == pid  # one persistent worker
-        assert caller.adapter.name == "numpy-correct"  # loaded in this process too, for capabilities()
+        assert caller.info().name == "numpy-correct"  # isolated, described by the worker, not loaded here
 
 
 @pytest.mark.parametrize(

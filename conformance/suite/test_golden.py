@@ -17,16 +17,25 @@ from conformance.runner import run_case, run_invalid_case
 from conformance.session import BAD
 from conformance.spec import PADDING_MODES, ConvSpec
 
-ARTICLE_INPUT = np.array(
-    [[3, 3, 2, 1, 0], [0, 0, 1, 3, 1], [3, 1, 2, 2, 3], [2, 0, 0, 2, 2], [2, 0, 0, 0, 1]], dtype=np.float64
-)[None, None]
-ARTICLE_KERNEL = np.array([[0, 1, 2], [2, 2, 0], [0, 1, 2]], dtype=np.float64)[None, None]
+
+def article_input() -> np.ndarray:
+    """The article's 5x5 input, a fresh array each time: golden vectors are never shared mutable state
+    (an adapter that wrote into a module-level array would change what later cells are judged on)."""
+    rows = [[3, 3, 2, 1, 0], [0, 0, 1, 3, 1], [3, 1, 2, 2, 3], [2, 0, 0, 2, 2], [2, 0, 0, 0, 1]]
+    return np.array(rows, dtype=np.float64)[None, None]
+
+
+def article_kernel() -> np.ndarray:
+    """The article's 3x3 kernel, a fresh array each time."""
+    return np.array([[0, 1, 2], [2, 2, 0], [0, 1, 2]], dtype=np.float64)[None, None]
+
+
 GOLDEN = {
     "stride1": (ConvSpec(in_channels=1, out_channels=1, input_size=(5, 5), kernel_size=3, bias=False),
-                [[12, 12, 17], [10, 17, 19], [9, 6, 14]]),
+                ((12, 12, 17), (10, 17, 19), (9, 6, 14))),
     "stride2-padding1": (ConvSpec(in_channels=1, out_channels=1, input_size=(5, 5), kernel_size=3, stride=2,
                                   padding=1, bias=False),
-                         [[6, 17, 3], [8, 17, 13], [6, 4, 4]]),
+                         ((6, 17, 3), (8, 17, 13), (6, 4, 4))),
 }  # fmt: skip
 
 
@@ -46,10 +55,10 @@ def _record(conformance, adapter_name, name, result):
 def test_the_articles_worked_examples(conformance, adapter_name, name):
     spec, expected = GOLDEN[name]
     caller = conformance.callers[adapter_name]
-    result = run_case(caller, spec, DataRecipe(), data=(ARTICLE_INPUT, ARTICLE_KERNEL, None))
+    result = run_case(caller, spec, DataRecipe(), data=(article_input(), article_kernel(), None))
     _record(conformance, adapter_name, f"article-{name}", result)
     assert result.verdicts["output"].tier == "exact"
-    assert np.array_equal(caller.call("forward", spec, ARTICLE_INPUT, ARTICLE_KERNEL, None).value[0, 0], expected)
+    assert np.array_equal(caller.call("forward", spec, article_input(), article_kernel(), None).value[0, 0], expected)
 
 
 @pytest.mark.conformance

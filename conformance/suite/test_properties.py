@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from conformance.cells import Cell
 from conformance.coverage import case_attributes
 from conformance.data import DataRecipe, make_inputs
+from conformance.runner import modified_reason
 from conformance.session import BAD, ConformanceFailure
 from conformance.spec import ConvSpec
 from conformance.strategies import conv_specs
@@ -33,10 +34,15 @@ class Broken(Exception):
 
 
 def _call(caller, spec: ConvSpec, x, w, b) -> np.ndarray:
+    """One forward call.  The caller hands the adapter copies of x, w and b (so a relation's second call
+    sees the same inputs as its first) and copies what it returns; the float64 array made here is a copy
+    again, so an adapter that reuses one output buffer can neither break a relation nor fake one."""
     outcome = caller.call("forward", spec, x, w, b)
     if outcome.status != "ok":
         raise Broken(f"{outcome.status}: {outcome.message}")
-    value = np.asarray(outcome.value, dtype=np.float64)
+    if outcome.modified:
+        raise Broken(modified_reason(outcome.modified))
+    value = np.array(outcome.value, dtype=np.float64)
     if value.shape != spec.output_shape:
         raise Broken(f"output shape {value.shape}, but should be {spec.output_shape}")
     return value
@@ -123,7 +129,7 @@ def _specs(prop: str, dims: int, caps) -> st.SearchStrategy[ConvSpec]:
 def test_property(conformance, adapter_name, prop, dims):
     cell = Cell("properties", dims, "float32", prop)
     caller = conformance.callers[adapter_name]
-    caps = caller.adapter.capabilities()
+    caps = caller.capabilities
     needs_transposed = prop == "adjoint"
     usable = (dims in caps.dims and "float32" in caps.dtypes and "contiguous" in caps.layouts
               and "zeros" in caps.padding_modes)  # fmt: skip
