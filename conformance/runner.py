@@ -139,8 +139,8 @@ def run_case(
 def modified_reason(names: tuple[str, ...]) -> str:
     """``"modified its input x"``: what the runner says of an adapter that wrote into what it was given."""
     inputs = " and ".join(names)
-    return (f"modified its input{'s' if len(names) > 1 else ''} {inputs} (an adapter must not write into the "
-            "arrays it is given: the caller's memory is not the backend's scratch space)")  # fmt: skip
+    return (f"modified its input{'s' if len(names) > 1 else ''} {inputs} (an adapter must not write into what "
+            "it is given: the caller's memory is not the backend's scratch space)")  # fmt: skip
 
 
 def _clip(text: str, limit: int = 4000) -> str:
