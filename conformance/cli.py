@@ -7,14 +7,25 @@
 * ``repro RESULTS FAILURE``: re-run one recorded failure (and optionally write its standalone script).
 * ``describe DESCRIPTOR``: validate one problem and print its shapes.
 
-Exit status: 0 nothing unexpected failed; 1 unexpected failures (or a repro
-that still fails); 2 bad usage, an invalid problem or an unreadable file;
-130 interrupted (the results gathered so far are written).
+Exit status of ``run`` and ``fuzz`` (a supervised run, see :mod:`conformance.supervisor`):
+
+* 0: every selected cell was recorded and nothing unexpected failed;
+* 1: unexpected failures;
+* 2: bad usage or an unreadable file (nothing ran);
+* 3: the run did not finish: a process died (an adapter that exits or crashes
+  in-process, a dead xdist worker, a call the watchdog ended), an adapter could
+  not be run at all, or selected cells were never recorded.  Wins over 1;
+* 130: interrupted by SIGINT (Ctrl-C); 143: terminated by SIGTERM.
+
+Whatever the exit status, the results gathered are written, marked incomplete
+where they are, and so is ``--report``.  ``repro`` exits 0 when the case passes
+now, 1 while the bug is there, 2 on bad usage; ``report`` and ``describe`` 0 or 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -30,8 +41,9 @@ DEFAULT_BASELINE = str(Path(__file__).resolve().parent / "baselines" / "known-di
 
 
 def _pytest_args(args: argparse.Namespace, profile: str) -> list[str]:
+    """The suite's pytest arguments, less --results and --run-id (the supervisor adds those)."""
     out = [SUITE, "-p", "no:cacheprovider", "-q", "-rfEX", "--conformance-profile", profile,
-           "--results", args.results, "--case-timeout", str(args.case_timeout)]  # fmt: skip
+           "--case-timeout", str(args.case_timeout), "--startup-timeout", str(args.startup_timeout)]  # fmt: skip
     for name in args.adapter or ["torch"]:
         out += ["--adapter", name]
     if args.baseline != "none":
@@ -47,18 +59,6 @@ def _pytest_args(args: argparse.Namespace, profile: str) -> list[str]:
     if args.seed is not None:
         out.append(f"--hypothesis-seed={args.seed}")
     return out + list(args.pytest_args or [])
-
-
-def _exit_code(code: int) -> int:
-    import pytest
-
-    return {
-        pytest.ExitCode.OK: 0,
-        pytest.ExitCode.TESTS_FAILED: 1,
-        pytest.ExitCode.INTERRUPTED: 130,
-        pytest.ExitCode.USAGE_ERROR: 2,
-        pytest.ExitCode.NO_TESTS_COLLECTED: 2,
-    }.get(code, 2)
 
 
 def _summary(results_path: str) -> None:
@@ -85,15 +85,30 @@ def _summary(results_path: str) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import pytest
-
-    code = pytest.main(_pytest_args(args, args.profile))
-    return _finish(args, _exit_code(code))
+    return _supervised(args, _pytest_args(args, args.profile))
 
 
-def _finish(args: argparse.Namespace, code: int) -> int:
-    """Summarize what the run gathered and write its report, interrupted or not."""
-    if not Path(args.results).exists():
+def _fuzz(args: argparse.Namespace) -> int:
+    problem = check_run_options(args)
+    if problem:
+        print(f"conv-conformance: {problem}", file=sys.stderr)
+        return 2
+    print(f"fuzzing {', '.join(args.adapter or ['torch'])} for {args.minutes:g} minute(s); "
+          "each dot is a cell, the Hypothesis database keeps what it finds")  # fmt: skip
+    return _supervised(args, [*_pytest_args(args, "fuzz"), "--time-budget", str(args.minutes)])
+
+
+def _supervised(args: argparse.Namespace, pytest_args: list[str]) -> int:
+    """Check the options, run the suite supervised, then summarize and write the report, finished or not."""
+    from conformance.supervisor import supervise
+
+    problem = check_run_options(args)
+    if problem:
+        print(f"conv-conformance: {problem}", file=sys.stderr)
+        return 2
+    context = {"profile": getattr(args, "profile", "fuzz"), "command": " ".join(sys.argv)}
+    code = supervise(pytest_args, args.results, context)
+    if code == 2 or not Path(args.results).exists():
         return code
     _summary(args.results)
     if args.report:
@@ -103,13 +118,42 @@ def _finish(args: argparse.Namespace, code: int) -> int:
     return code
 
 
-def _fuzz(args: argparse.Namespace) -> int:
-    import pytest
+def check_run_options(args: argparse.Namespace) -> str | None:
+    """Why these options cannot make a run, or None: checked before anything runs, so that a bad path is
+    one line now rather than a traceback after an hour's run."""
+    import math
 
-    print(f"fuzzing {', '.join(args.adapter or ['torch'])} for {args.minutes} minute(s); "
-          "each dot is a cell, the Hypothesis database keeps what it finds")  # fmt: skip
-    code = pytest.main([*_pytest_args(args, "fuzz"), "--time-budget", str(args.minutes)])
-    return _finish(args, _exit_code(code))
+    numbers = [("--case-timeout", args.case_timeout), ("--startup-timeout", args.startup_timeout)]
+    if getattr(args, "minutes", None) is not None:
+        numbers.append(("--minutes", args.minutes))
+    for option, value in numbers:
+        if not math.isfinite(value) or value <= 0:
+            return f"{option}={value!r}, but should be a positive, finite number"
+    if args.max_examples is not None and not 1 <= args.max_examples <= 1_000_000:
+        return f"--max-examples={args.max_examples}, but should be between 1 and 1,000,000 (a cell must finish)"
+    if not args.results or not args.results.strip():
+        return "--results is empty: give the results file's path"
+    results = os.path.realpath(args.results)
+    paths = [("--results", args.results)] + ([("--report", args.report)] if args.report is not None else [])
+    for option, path in paths:
+        why = _unwritable(path)
+        if why:
+            return f"{option}={path!r} {why}"
+    if args.report is not None and os.path.realpath(args.report) == results:
+        return "--report is the --results file: the page would overwrite the results"
+    if args.baseline not in (None, "none") and os.path.exists(args.baseline):
+        baseline = os.path.realpath(args.baseline)
+        if baseline == results:
+            return "--results is the --baseline file: the run would overwrite its own baseline"
+        if args.report is not None and os.path.realpath(args.report) == baseline:
+            return "--report is the --baseline file: the page would overwrite it"
+    return None
+
+
+def _unwritable(path: str) -> str | None:
+    from conformance.results import unwritable
+
+    return "is empty" if not path.strip() else unwritable(path)
 
 
 # -------------------------------------------------------------------- parser
@@ -124,7 +168,10 @@ def _suite_options(parser: argparse.ArgumentParser) -> None:
                         help="expected failures (a baseline or results file; default: the built-in adapters' "
                              "known discrepancies; 'none' for no baseline)")  # fmt: skip
     parser.add_argument("--isolate", action="store_true", help="adapter calls in a child process")
-    parser.add_argument("--case-timeout", type=float, default=60.0, metavar="SECONDS")
+    parser.add_argument("--case-timeout", type=float, default=60.0, metavar="SECONDS",
+                        help="an adapter call taking longer is recorded as hung (default 60)")
+    parser.add_argument("--startup-timeout", type=float, default=300.0, metavar="SECONDS",
+                        help="with --isolate: loading the adapter in its worker taking longer is hung (default 300)")
     parser.add_argument("-n", "--workers", default="1", help="pytest-xdist workers (a number or 'auto')")
     parser.add_argument("-k", dest="select", metavar="EXPR", help="only the cells matching this pytest -k expression")
     # Checked by the plugin's option of the same name (a usage error, exit 2).

@@ -1,21 +1,34 @@
 """The pytest plugin (entry point ``pytest11: conv_conformance``): options, profiles, results.
 
 A thin plugin in the manner of pytest-randomly and pytest-xdist: options in one
-group with one prefix-free set of names, profiles registered in
+group, parsers that raise ``pytest.UsageError``, profiles registered in
 ``pytest_configure`` (nothing happens on import), heavy imports deferred into
 hooks, the real work in :mod:`conformance.session` and :mod:`conformance.runner`.
 
-Under pytest-xdist each worker writes its own shard of the results after every
-cell; the controller merges them at the end, so a worker that dies loses at most
-the cell it was running.  An interrupted run (Ctrl-C) still writes what it has,
-marked ``"complete": false``.
+A run that did not finish is never complete.  The plugin knows what was
+selected (the collected items; under pytest-xdist, what each worker collected)
+and what finished (an item whose teardown was reported by a live process); a
+worker that died, an adapter that could not be run, a process that died in an
+adapter call (its watchdog record, see :mod:`conformance.watchdog`) or an
+interrupt each leave ``"complete": false`` with the reason, and the exit status
+becomes 3 (:data:`INCOMPLETE`) where it would have been 0 or 1.  SIGTERM is
+treated as Ctrl-C.  Shards live in a directory private to the run, named by a
+run id (``--run-id``, which ``conv-conformance run`` sets), and are removed
+once merged.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
+import os
 import shlex
+import shutil
+import signal
 import sys
-import warnings
+import threading
+import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -23,16 +36,47 @@ import pytest
 from conformance.session import PROFILES
 
 _SESSION_KEY = pytest.StashKey["object"]()
+_RUN_KEY = pytest.StashKey["object"]()
+#: The exit status of a run that did not finish (the same number as pytest's internal error, which is one).
+INCOMPLETE = 3
+#: The most examples per cell a run may ask for: a bigger budget never finishes, it only looks like it might.
+MAX_EXAMPLES = 1_000_000
+#: Set by ``conv-conformance run`` to its pid: the run stops itself if its supervisor dies.
+SUPERVISOR_ENV = "CONV_CONFORMANCE_SUPERVISOR"
 
 
-def _timeout(value: str) -> float:
+def _seconds(value: str, option: str = "--case-timeout") -> float:
     try:
         seconds = float(value)
     except ValueError:
-        raise pytest.UsageError(f"--case-timeout={value!r}, but should be a number of seconds") from None
-    if seconds <= 0:
-        raise pytest.UsageError(f"--case-timeout={value!r}, but should be positive")
+        raise pytest.UsageError(f"{option}={value!r}, but should be a number of seconds") from None
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise pytest.UsageError(f"{option}={value!r}, but should be a positive, finite number")
     return seconds
+
+
+def _timeout(value: str) -> float:
+    return _seconds(value, "--case-timeout")
+
+
+def _startup_timeout(value: str) -> float:
+    return _seconds(value, "--startup-timeout")
+
+
+def _minutes(value: str) -> float:
+    return _seconds(value, "--time-budget")
+
+
+def _positive(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise pytest.UsageError(f"--max-examples={value!r}, but should be a positive whole number")
+    if n > MAX_EXAMPLES:
+        raise pytest.UsageError(f"--max-examples={value!r} is too large to finish: at most {MAX_EXAMPLES:,} per cell")
+    return n
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -45,43 +89,92 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="expected failures by cell id (a baseline file, or an earlier results file)")  # fmt: skip
     group.addoption("--results", metavar="FILE", default=None, help="write the results file here")
     group.addoption("--isolate", action="store_true", default=False,
-                    help="run adapter calls in a child process, so a crash is recorded, not fatal")  # fmt: skip
-    group.addoption("--time-budget", type=float, default=None, metavar="MINUTES",
-                    help="stop exploring once this much time has passed (cells left are skipped)")  # fmt: skip
+                    help="run the whole adapter in a child process, so a crash is recorded, not fatal")  # fmt: skip
+    group.addoption("--time-budget", type=_minutes, default=None, metavar="MINUTES",
+                    help="stop exploring once this much time has passed (cells left are listed as not reached)")
     group.addoption("--case-timeout", type=_timeout, default=60.0, metavar="SECONDS",
                     help="a candidate call taking longer is recorded as hung")  # fmt: skip
+    group.addoption("--startup-timeout", type=_startup_timeout, default=300.0, metavar="SECONDS",
+                    help="with --isolate: loading the adapter in its worker process taking longer is hung")
     group.addoption("--max-examples", type=_positive, default=None, metavar="N",
                     help="examples per cell, instead of the profile's")  # fmt: skip
-
-
-def _positive(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise pytest.UsageError(f"--max-examples={value!r}, but should be a positive whole number")
-    return n
+    group.addoption("--run-id", default=None, metavar="ID", help="name of this run's private shard directory "
+                    "(conv-conformance run sets it; default: a fresh one)")  # fmt: skip
 
 
 def _is_worker(config: pytest.Config) -> bool:
     return hasattr(config, "workerinput")
 
 
+def _is_xdist_controller(config: pytest.Config) -> bool:
+    return not _is_worker(config) and bool(getattr(config.option, "numprocesses", None))
+
+
 def _uses_suite(config: pytest.Config) -> bool:
-    return bool(config.getoption("--adapter")) or bool(config.getoption("--results"))
+    return bool(config.getoption("--adapter")) or config.getoption("--results") is not None
+
+
+class _Run:
+    """What the controller (or the single process) knows about the run as a whole: a plugin object,
+    registered in ``pytest_configure``, that sees every test's reports (a worker's included)."""
+
+    def __init__(self, results_path: str | None) -> None:
+        self.results_path = results_path
+        self.selected: set[str] = set()
+        self.finished: set[str] = set()
+        self.dead_workers: list[str] = []
+        self.signal: int | None = None
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.selected.update(item.nodeid for item in session.items)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node, ids) -> None:
+        self.selected.update(ids)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node, error) -> None:
+        if error:
+            self.dead_workers.append(f"worker {node.gateway.id} died: {str(error).strip().splitlines()[-1]}")
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        # A crashed worker's item arrives with when="???": it never finished.
+        if report.when == "teardown":
+            self.finished.add(report.nodeid)
+
+
+def _results_path(config: pytest.Config) -> str | None:
+    """``--results`` as an absolute path, checked before any adapter is loaded (a usage error, not a traceback
+    after the run): an adapter that changes directory cannot move it."""
+    results = config.getoption("--results")
+    if results is None:
+        return None
+    if not results.strip():
+        raise pytest.UsageError("--results is empty: give the results file's path")
+    path = os.path.abspath(results)
+    from conformance.results import unwritable
+
+    why = unwritable(path)
+    if why:
+        raise pytest.UsageError(f"--results={results!r} {why}")
+    baseline = config.getoption("--baseline")
+    if baseline and os.path.realpath(baseline) == os.path.realpath(path):
+        raise pytest.UsageError(f"--results={results!r} is the --baseline file: the run would overwrite its baseline")
+    return path
 
 
 def pytest_configure(config: pytest.Config) -> None:
     from hypothesis import settings
 
     from conformance.baseline import read_baseline
+    from conformance.faults import AdapterLoadError
     from conformance.session import ConformanceSession, register_profiles
 
     config.addinivalue_line("markers", "conformance: a conv-conformance suite test")
     register_profiles()
     if not _uses_suite(config):
         return
+    results = _results_path(config)
     profile = f"conv-conformance-{config.getoption('--conformance-profile')}"
     if config.getoption("--max-examples"):
         settings.register_profile(f"{profile}-n", parent=settings.get_profile(profile),
@@ -92,33 +185,89 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("--baseline"):
         try:
             baseline = read_baseline(config.getoption("--baseline"))
-        except ValueError as error:
+        except (ValueError, RecursionError) as error:
             raise pytest.UsageError(str(error)) from None
-    adapters = config.getoption("--adapter") or ["torch"]
+    if _is_worker(config):
+        run_id, shard_dir = config.workerinput["conformance_run_id"], config.workerinput["conformance_shard_dir"]
+        shard = config.workerinput["workerid"]
+    else:
+        run_id = config.getoption("--run-id") or f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        shard_dir = f"{results}.shards{os.sep}{run_id}" if results else None
+        shard = "main"
+        config.stash[_RUN_KEY] = _Run(results)
+        config.pluginmanager.register(config.stash[_RUN_KEY], "conv-conformance-run")
+        _install_signal_handlers(config)
+        _watch_supervisor()
     try:
-        from adapters.registry import load_adapter
+        state = ConformanceSession(
+            config.getoption("--adapter") or ["torch"],
+            profile=config.getoption("--conformance-profile"),
+            shard_dir=shard_dir,
+            shard_name=shard,
+            run_id=run_id,
+            baseline=baseline,
+            timeout=config.getoption("--case-timeout"),
+            startup_timeout=config.getoption("--startup-timeout"),
+            isolate=config.getoption("--isolate"),
+            command=shlex.join(sys.argv),
+            time_budget=config.getoption("--time-budget"),
+            seed=_seed(config),
+            max_examples=settings().max_examples,
+        )
+    except AdapterLoadError as error:
+        # One line (the first of the message); the frames only with -v.
+        text = str(error) if config.getoption("verbose") > 0 else str(error).splitlines()[0]
+        raise pytest.UsageError(f"--adapter: {text}") from None
+    config.stash[_SESSION_KEY] = state
+    if _is_xdist_controller(config):
+        state.close()  # the controller runs no tests: its isolated workers (if any) go now
 
-        for name in adapters:
-            load_adapter(name)
-    except (ValueError, ImportError) as error:
-        raise pytest.UsageError(f"--adapter: {error}") from None
-    results = config.getoption("--results")
-    shard = config.workerinput["workerid"] if _is_worker(config) else ("main" if results else None)
-    if results and not _is_worker(config):
-        _clear_shards(results)
-    config.stash[_SESSION_KEY] = ConformanceSession(
-        adapters,
-        profile=config.getoption("--conformance-profile"),
-        results_path=results,
-        shard_name=shard,
-        baseline=baseline,
-        timeout=config.getoption("--case-timeout"),
-        isolate=config.getoption("--isolate"),
-        command=shlex.join(sys.argv),
-        time_budget=config.getoption("--time-budget"),
-        seed=_seed(config),
-        max_examples=settings().max_examples,
-    )
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:
+    """xdist: every worker writes its shard into this run's private directory."""
+    state = node.config.stash.get(_SESSION_KEY, None)
+    if state is not None:
+        node.workerinput["conformance_run_id"] = state.results.run_id
+        node.workerinput["conformance_shard_dir"] = None if state.shard_dir is None else str(state.shard_dir)
+
+
+def _install_signal_handlers(config: pytest.Config) -> None:
+    """SIGTERM (what CI runners and ``timeout`` send) stops the run as Ctrl-C does; both are remembered, so
+    that an interrupt swallowed on its way (in a garbage-collector callback, say) is raised again at the
+    next test or example."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        run = config.stash.get(_RUN_KEY, None)
+        if run is not None and run.signal is None:
+            run.signal = signum
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def interrupted(config: pytest.Config) -> bool:
+    run = config.stash.get(_RUN_KEY, None)
+    return run is not None and run.signal is not None
+
+
+def _watch_supervisor() -> None:
+    """Under ``conv-conformance run``: if the supervisor dies, take this run's process group (this process,
+    its xdist workers, whatever adapters started) down rather than run on unwatched."""
+    supervisor = os.environ.get(SUPERVISOR_ENV)
+    if not supervisor or not supervisor.isdigit():
+        return
+
+    def watch() -> None:
+        while os.getppid() == int(supervisor):
+            time.sleep(0.5)
+        with contextlib.suppress(OSError):
+            os.killpg(os.getpgrp(), signal.SIGKILL)
+
+    threading.Thread(target=watch, daemon=True, name="supervisor-watchdog").start()
 
 
 def _seed(config: pytest.Config) -> str | None:
@@ -127,13 +276,6 @@ def _seed(config: pytest.Config) -> str | None:
         return None
     seed = config.getoption("hypothesis_seed", None)
     return "random" if seed is None else str(seed)
-
-
-def _clear_shards(results: str) -> None:
-    shard_dir = Path(f"{results}.shards")
-    if shard_dir.is_dir():
-        for old in shard_dir.glob("*.json"):
-            old.unlink()
 
 
 def session_of(config: pytest.Config):
@@ -155,6 +297,18 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("adapter_name", names, ids=names)
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if interrupted(item.config):
+        raise KeyboardInterrupt("interrupted earlier")  # the first one was swallowed somewhere
+    state = item.config.stash.get(_SESSION_KEY, None)
+    callspec = getattr(item, "callspec", None)
+    if state is None or callspec is None:
+        return
+    broken = state.broken.get(callspec.params.get("adapter_name"))
+    if broken is not None:
+        pytest.skip(f"adapter cannot be run ({broken.status}): {broken.message.splitlines()[0]}")
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     session = config.stash.get(_SESSION_KEY, None)
     if session is None:
@@ -166,26 +320,88 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    state = session.config.stash.get(_SESSION_KEY, None)
+    if state is None:
+        return
+    # Writing the results is the one thing a second Ctrl-C must not cut short.
+    previous = _ignore_signals()
+    try:
+        _finish(session, state, exitstatus)
+    finally:
+        state.close()
+        _restore_signals(previous)
+
+
+def _finish(session: pytest.Session, state, exitstatus: int) -> None:
     from conformance.baseline import matches_any
     from conformance.results import now
     from conformance.session import merge_shards
 
-    state = session.config.stash.get(_SESSION_KEY, None)
-    if state is None:
+    stopped = exitstatus in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR) or interrupted(
+        session.config
+    )
+    state.write_shard(complete=not stopped)
+    if _is_worker(session.config):
         return
-    complete = exitstatus not in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR)
-    state.write_shard(complete=complete)
-    if not _is_worker(session.config):
-        ran = state.seen_cells
-        if state.results_path:
-            merged = merge_shards(state.results_path, state.results.environment, complete)
-            merged.finished = now()
-            merged.write(state.results_path)
-            ran = set(merged.cells)
-        for cell, adapter in state.baseline:
-            if adapter in state.adapter_names and not matches_any(cell, adapter, ran):
-                warnings.warn(f"baseline entry matches no cell that ran: {cell} [{adapter}]", stacklevel=1)
-    state.close()
+    run = session.config.stash[_RUN_KEY]
+    ran = state.seen_cells
+    merged = None
+    if state.shard_dir is not None:
+        merged = merge_shards(state.shard_dir, state.results.environment, complete=not stopped)
+        merged.run_id = state.results.run_id
+        for name, error in state.results.adapter_errors.items():
+            merged.adapter_errors[name] = error
+        for reason in state.results.incomplete_reasons:
+            merged.mark_incomplete(reason)
+        ran = set(merged.cells)
+    reasons = _incomplete_reasons(run, stopped)
+    if merged is not None:
+        for reason in reasons:
+            merged.mark_incomplete(reason)
+        merged.complete = not merged.incomplete_reasons
+        merged.finished = now()
+        merged.write(run.results_path)
+        _remove_shards(state.shard_dir)
+    complete = not reasons and not (merged.incomplete_reasons if merged else state.results.incomplete_reasons)
+    for cell, adapter in state.baseline:
+        if adapter in state.adapter_names and not matches_any(cell, adapter, ran):
+            import warnings
+
+            warnings.warn(f"baseline entry matches no cell that ran: {cell} [{adapter}]", stacklevel=1)
+    if not complete and not stopped and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+        session.exitstatus = INCOMPLETE
 
 
-__all__ = ["conformance", "session_of"]
+def _incomplete_reasons(run: _Run, stopped: bool) -> list[str]:
+    reasons = []
+    if run.signal is not None:
+        reasons.append(f"interrupted by {signal.Signals(run.signal).name}")
+    elif stopped:
+        reasons.append("interrupted")
+    reasons += run.dead_workers
+    missing = run.selected - run.finished
+    if missing and not stopped:
+        first = sorted(missing)[0]
+        reasons.append(f"{len(missing)} of {len(run.selected)} selected tests did not finish (e.g. {first})")
+    return reasons
+
+
+def _remove_shards(shard_dir: Path) -> None:
+    """The run's shards are merged: its private directory goes, and the shards directory if it is empty."""
+    shutil.rmtree(shard_dir, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        shard_dir.parent.rmdir()
+
+
+def _ignore_signals() -> dict[int, object]:
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _restore_signals(previous: dict[int, object]) -> None:
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
+
+
+__all__ = ["INCOMPLETE", "MAX_EXAMPLES", "SUPERVISOR_ENV", "conformance", "interrupted", "session_of"]

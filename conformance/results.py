@@ -32,7 +32,9 @@ that dies loses at most the cell it was running; :func:`merge` joins shards.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import platform
 import sys
@@ -193,6 +195,19 @@ class Results:
         self.started = now()
         self.finished: str | None = None
         self.complete = False
+        #: why ``complete`` is false: a dead process, an adapter that could not run, an interrupt
+        self.incomplete_reasons: list[str] = []
+        #: adapters that loaded but could not be run at all: name -> {"status", "message"}
+        self.adapter_errors: dict[str, dict[str, str]] = {}
+        #: cells a time budget skipped (fuzz --minutes): not run, and not a reason for "incomplete"
+        self.not_reached: list[str] = []
+        #: which run wrote this file (the supervisor tells its own run's file from an older one)
+        self.run_id: str | None = None
+
+    def mark_incomplete(self, reason: str) -> None:
+        self.complete = False
+        if reason not in self.incomplete_reasons:
+            self.incomplete_reasons.append(reason)
 
     def cell(self, cell: str, adapter: str) -> CellRecord:
         key = (cell, adapter)
@@ -207,6 +222,10 @@ class Results:
             "complete": self.complete,
             "started": self.started,
             "finished": self.finished,
+            "run_id": self.run_id,
+            "incomplete_reasons": self.incomplete_reasons,
+            "adapter_errors": self.adapter_errors,
+            "not_reached": self.not_reached,
             "environment": self.environment,
             "cells": [self.cells[k].to_dict() for k in sorted(self.cells)],
         }
@@ -218,6 +237,13 @@ class Results:
         results.started = data.get("started") or results.started
         results.finished = data.get("finished")
         results.complete = bool(data.get("complete", False))
+        results.run_id = data.get("run_id") if isinstance(data.get("run_id"), str) else None
+        results.incomplete_reasons = [str(r) for r in data.get("incomplete_reasons") or []]
+        results.adapter_errors = {
+            str(name): {"status": str(e.get("status", "error")), "message": str(e.get("message", ""))}
+            for name, e in (data.get("adapter_errors") or {}).items() if isinstance(e, dict)
+        }  # fmt: skip
+        results.not_reached = [str(c) for c in data.get("not_reached") or []]
         for i, raw in enumerate(data.get("cells", [])):
             try:
                 record = CellRecord.from_dict(raw)
@@ -256,26 +282,65 @@ def write_json(path: str | os.PathLike, data: dict[str, Any]) -> None:
     """Write atomically (temp file + rename): a reader never sees half a file, even after a kill."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # RFC 8259 has no NaN or Infinity (JSON.parse rejects them): non-finite floats become strings, which
+    # every reader of a numeric field turns back with float().
+    text = json.dumps(strict(data), indent=1, sort_keys=False, allow_nan=False)
     fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=1, sort_keys=False, default=_json_default)
-    # mkstemp makes the file private; a results file is a CI artifact others read.
-    os.chmod(tmp, 0o666 & ~_umask())
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        # mkstemp makes the file private; a results file is a CI artifact others read.
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def unwritable(path: str | os.PathLike) -> str | None:
+    """Why a file cannot be written at ``path`` (checked by making and removing a file beside it), or None."""
+    full = os.path.abspath(path)
+    if os.path.isdir(full):
+        return "is a directory, not a file"
+    existing = os.path.dirname(full)
+    while not os.path.isdir(existing):
+        if os.path.exists(existing):
+            return f"cannot be written: {existing} is not a directory"
+        existing = os.path.dirname(existing)
+    try:  # os.access says yes to root everywhere, /proc included: only trying tells
+        fd, probe = tempfile.mkstemp(prefix=".conv-conformance-", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        return f"cannot be written here ({error.strerror or error})"
+    if os.path.exists(full) and not os.access(full, os.W_OK):
+        return "cannot be written (permission denied)"
+    return None
+
+
+def strict(value: Any) -> Any:
+    """``value`` as strict JSON data: non-finite floats as "inf" / "-inf" / "nan", tuples and arrays as
+    lists, numpy scalars as Python numbers, anything else unknown as its text."""
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):  # numpy arrays and scalars
+        value = value.tolist()
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return "nan" if value != value else ("inf" if value > 0 else "-inf")
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, dict):
+        return {str(k): strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict(v) for v in value]
+    return str(value)
 
 
 def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return list(value)
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    return str(value)
 
 
 def merge(parts: list[Results], environment: dict[str, Any] | None = None) -> Results:
@@ -297,6 +362,12 @@ def merge(parts: list[Results], environment: dict[str, Any] | None = None) -> Re
                 for value, n in values.items():
                     into.tally(attribute, value, n)
     merged.complete = bool(parts) and all(p.complete for p in parts)
+    for part in parts:
+        merged.run_id = merged.run_id or part.run_id
+        for reason in part.incomplete_reasons:
+            merged.mark_incomplete(reason)
+        merged.adapter_errors.update(part.adapter_errors)
+        merged.not_reached += [c for c in part.not_reached if c not in merged.not_reached]
     return merged
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import time
 import warnings
 from pathlib import Path
@@ -69,33 +70,64 @@ class ConformanceFailure(AssertionError):
 
 
 class ConformanceSession:
+    """One process's run: its adapter callers, its results, and its shard in the run's private directory.
+
+    ``shard_dir`` is private to the run (``<results>.shards/<run id>/``, an absolute
+    path made before any adapter loads, so an adapter that changes directory cannot
+    scatter shards, and two runs on one results file never read each other's);
+    this process writes ``<shard_name>.json`` there after every cell, and its
+    in-process watchdog's record ``<shard_name>.inflight`` (see :mod:`conformance.watchdog`).
+    Each adapter is asked once for its name, capabilities and versions: one that
+    cannot load is a usage error (:class:`~conformance.faults.AdapterLoadError`,
+    raised from here); one that loads but cannot be run is kept in
+    ``broken`` and in the results' ``adapter_errors``, and its cells are not run.
+    """
+
     def __init__(
         self,
         adapters: list[str],
         *,
         profile: str = "ci",
-        results_path: str | None = None,
-        shard_name: str | None = None,
+        shard_dir: str | os.PathLike | None = None,
+        shard_name: str = "main",
+        run_id: str | None = None,
         baseline: dict[tuple[str, str], BaselineEntry] | None = None,
         timeout: float | None = 60.0,
+        startup_timeout: float | None = 300.0,
         isolate: bool = False,
         command: str = "",
         time_budget: float | None = None,
         seed: str | None = None,
         max_examples: int | None = None,
     ) -> None:
-        from conformance.faults import AdapterCaller
+        from conformance.faults import AdapterBroken, AdapterCaller
 
         self.adapter_names = adapters
         self.profile = profile
         self.baseline = baseline or {}
-        self.callers = {name: AdapterCaller(name, timeout=timeout, isolate=isolate) for name in adapters}
-        backends = {name: _versions(caller) for name, caller in self.callers.items()}
+        self.shard_dir = Path(shard_dir) if shard_dir is not None else None
+        self.shard_name = shard_name
+        watchdog = self.shard_dir / f"{shard_name}.inflight" if self.shard_dir is not None else None
+        self.callers = {
+            name: AdapterCaller(name, timeout=timeout, isolate=isolate, startup_timeout=startup_timeout,
+                                watchdog=None if watchdog is None else f"{watchdog}.{i}")
+            for i, name in enumerate(adapters)
+        }  # fmt: skip
+        self.broken: dict[str, AdapterBroken] = {}
+        backends = {}
+        for name, caller in self.callers.items():
+            try:
+                backends[name] = caller.info().versions  # AdapterLoadError propagates: a usage error
+            except AdapterBroken as broken:
+                self.broken[name] = broken
+                backends[name] = {"error": broken.message[:500]}
         self.results = Results(environment(profile, seed, backends, command))
+        self.results.run_id = run_id
+        for name, broken in self.broken.items():
+            self.results.adapter_errors[name] = {"status": broken.status, "message": broken.message}
+            self.results.mark_incomplete(f"adapter {name} could not be run ({broken.status}): its cells were not run")
         if max_examples is not None:
             self.results.environment["max_examples"] = max_examples
-        self.results_path = results_path
-        self.shard_name = shard_name
         self.seen_cells: set[tuple[str, str]] = set()
         self.deadline = time.monotonic() + 60 * time_budget if time_budget else math.inf
 
@@ -106,7 +138,13 @@ class ConformanceSession:
     # ------------------------------------------------------------ running
 
     def capabilities(self, adapter: str):
-        return self.callers[adapter].adapter.capabilities()
+        return self.callers[adapter].capabilities
+
+    def not_reached(self, cell_id: str, adapter: str) -> None:
+        """A cell the time budget left out: listed, never counted as run."""
+        key = f"{adapter}: {cell_id}"
+        if key not in self.results.not_reached:
+            self.results.not_reached.append(key)
 
     def explore(self, cell: Any, adapter: str, strategy: Any) -> None:
         """Run Hypothesis over ``strategy`` for one cell on one adapter, recording every case.
@@ -147,6 +185,8 @@ class ConformanceSession:
         record = self.results.cell(cell_id, adapter)
         self.seen_cells.add((cell_id, adapter))
         record.expected_failure = self.expected(cell_id, adapter) is not None
+        # What the in-process watchdog records if this process dies in one of the cell's calls.
+        self.callers[adapter].context.update(cell=cell_id, adapter=adapter)
         return record
 
     def expected(self, cell_id: str, adapter: str) -> BaselineEntry | None:
@@ -163,17 +203,13 @@ class ConformanceSession:
     # ------------------------------------------------------------ results
 
     def shard_path(self) -> Path | None:
-        if not self.results_path:
-            return None
-        if self.shard_name is None:
-            return Path(self.results_path)
-        return Path(f"{self.results_path}.shards") / f"{self.shard_name}.json"
+        return None if self.shard_dir is None else self.shard_dir / f"{self.shard_name}.json"
 
     def write_shard(self, complete: bool = False) -> None:
         path = self.shard_path()
         if path is None:
             return
-        self.results.complete = complete
+        self.results.complete = complete and not self.results.incomplete_reasons
         self.results.write(path)
 
     def close(self) -> None:
@@ -181,9 +217,17 @@ class ConformanceSession:
             caller.close()
 
 
-def merge_shards(results_path: str, environment: dict[str, Any] | None, complete: bool) -> Results:
-    """Join the workers' shards into ``results_path``; a shard of a dead worker still counts."""
-    shard_dir = Path(f"{results_path}.shards")
+def merge_shards(shard_dir: str | os.PathLike, environment: dict[str, Any] | None, complete: bool) -> Results:
+    """Join a run's shards; a dead process's shard still counts, and the call it died in is recorded.
+
+    A process that died in an adapter call (its watchdog's in-flight record says
+    so) adds one case to that cell: ``hung`` when the watchdog ended it (a call
+    that held the GIL past its timeout), ``crashed`` otherwise; the run is then
+    incomplete, since that cell's exploration was cut short.
+    """
+    from conformance.watchdog import read_inflight
+
+    shard_dir = Path(shard_dir)
     parts = []
     for shard in sorted(shard_dir.glob("*.json")):
         try:
@@ -191,15 +235,29 @@ def merge_shards(results_path: str, environment: dict[str, Any] | None, complete
         except ResultsError as error:
             warnings.warn(f"skipping unreadable results shard {shard}: {error}", stacklevel=1)
     merged = merge(parts, environment)
-    merged.complete = complete and all(p.complete for p in parts)
+    merged.complete = complete and all(p.complete for p in parts) and not merged.incomplete_reasons
+    for inflight in sorted(shard_dir.glob("*.inflight*")):
+        if inflight.name.endswith(".traceback"):
+            continue
+        record = read_inflight(inflight)
+        if record is not None:
+            _record_death(merged, record)
     return merged
 
 
-def _versions(caller: Any) -> dict[str, str]:
-    try:
-        return dict(caller.adapter.versions())
-    except Exception as error:  # an adapter's versions() is untrusted code too
-        return {"error": f"{type(error).__name__}: {error}"}
+def _record_death(results: Results, record: dict[str, Any]) -> None:
+    context = record["context"]
+    cell, adapter = context.get("cell", "unknown cell"), context.get("adapter", "unknown adapter")
+    status = "hung" if record["watchdog_fired"] else "crashed"
+    call = f"{adapter}.{record.get('method')} on {context.get('descriptor', 'an unknown problem')}"
+    if status == "hung":
+        what = f"a call of {call} held the GIL past its {record.get('timeout')} s timeout: the watchdog ended it"
+    else:
+        what = f"the process died in a call of {call}"
+    failure = {"descriptor": context.get("descriptor", ""), "operation": context.get("operation", ""),
+               "status": status, "reason": f"{what}\n{record['traceback']}".strip()}  # fmt: skip
+    results.cell(cell, adapter).add(status, failure=failure)
+    results.mark_incomplete(f"{what} (cell {cell})")
 
 
 __all__ = [

@@ -26,7 +26,13 @@ STEPS = (
 
 
 def colour(ratio: float | str) -> str:
-    value = math.inf if isinstance(ratio, str) else float(ratio)
+    # Results files write non-finite ratios as "inf"/"nan" (strict JSON); anything unreadable is the worst.
+    try:
+        value = float(ratio)
+    except (TypeError, ValueError):
+        value = math.inf
+    if value != value:
+        value = math.inf
     for limit, fill, _ in STEPS:
         if value <= limit:
             return fill

@@ -226,7 +226,7 @@ def _float16_transposed_per_tap(spec: ConvSpec, operation: str, product: str) ->
 
 
 KNOWN_TORCH_ISSUES = {
-    "float16 conv_transpose and conv grad_input accumulate per tap (AMD Zen 4, no AVX512-FP16)": _float16_transposed_per_tap,
+    "float16 scatters (conv_transpose, grad_input) accumulate per tap on AMD Zen 4": _float16_transposed_per_tap,
     "bfloat16 channels_last_3d grouped conv3d zeroes later groups": _bfloat16_channels_last_3d_grouped,
     "bfloat16 conv wrong when the last axis has one output and stride > 1": _bfloat16_strided_single_column,
     "float16/bfloat16 conv_transpose with output_padding >= stride accumulates per tap": (

@@ -45,6 +45,7 @@ class UnexpectedPass(UserWarning):
 def explore_cell(session: ConformanceSession, adapter: str, cell: Cell, strategy=None) -> None:
     __tracebackhide__ = True
     if session.out_of_time:
+        session.not_reached(cell.id, adapter)
         pytest.skip("time budget spent")
     caps = session.capabilities(adapter)
     why = cell.unsupported(caps)
