@@ -30,10 +30,14 @@ def read_baseline(path: str | os.PathLike) -> dict[tuple[str, str], BaselineEntr
 
     A results file works too: its failing cells become the expectations.
     """
+    from conformance.schema import BASELINE, SchemaError, check
+
     try:
         data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as error:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise BaselineError(f"cannot read baseline {path}: {error}") from None
+    except RecursionError:  # JSON nested thousands deep: no baseline looks like that
+        raise BaselineError(f"cannot read baseline {path}: nested too deeply") from None
     if isinstance(data, dict) and data.get("schema"):
         try:
             results = Results.from_dict(data)
@@ -44,13 +48,13 @@ def read_baseline(path: str | os.PathLike) -> dict[tuple[str, str], BaselineEntr
             for key, record in results.cells.items()
             if record.status in BAD
         }
-    entries = data.get("expected_failures") if isinstance(data, dict) else None
-    if not isinstance(entries, list):
-        raise BaselineError(f"baseline {path}: expected an object with an 'expected_failures' list")
+    try:
+        check(data, BASELINE)
+    except SchemaError as error:
+        raise BaselineError(f"baseline {path}: {error} (expected {{\"expected_failures\": [{{\"cell\": ..., "
+                            f"\"adapter\": ..., \"reason\": ...}}]}})") from None  # fmt: skip
     out = {}
-    for i, entry in enumerate(entries):
-        if not isinstance(entry, dict) or not {"cell", "adapter", "reason"} <= set(entry):
-            raise BaselineError(f"baseline {path}: entry {i} needs 'cell', 'adapter' and 'reason': {entry!r}")
+    for entry in data["expected_failures"]:
         out[(entry["cell"], entry["adapter"])] = BaselineEntry(entry["cell"], entry["adapter"], entry["reason"])
     return out
 

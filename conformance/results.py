@@ -4,7 +4,12 @@ Schema (``"schema": "conv-conformance/results"``, ``"version": 1``)::
 
     {
       "schema": "conv-conformance/results", "version": 1,
-      "complete": true,                       # false when the run was interrupted or a worker died
+      "complete": true,                       # false when not every selected test finished in a live process
+      "incomplete_reasons": [],               # why not: "interrupted by SIGTERM", "worker gw1 died: ...", ...
+      "adapter_errors": {},                   # adapters that could not be run at all:
+                                              #   {"name": {"status": "error"|"crashed"|"hung", "message": "..."}}
+      "not_reached": [],                      # "adapter: cell" a time budget (fuzz --minutes) left out; not incomplete
+      "run_id": "12345-0badc0de",             # which run wrote the file (the supervisor's own check)
       "started": "2026-11-25T20:00:00+00:00", "finished": "...",
       "environment": {"suite": "0.1.0", "python": "3.11.7", "numpy": "2.4.6", "platform": "...",
                       "cpu": "...", "gpus": [...], "profile": "ci", "seed": 0, "command": "...",
@@ -28,6 +33,8 @@ Schema (``"schema": "conv-conformance/results"``, ``"version": 1``)::
 
 Each pytest-xdist worker writes its own shard after every cell, so a worker
 that dies loses at most the cell it was running; :func:`merge` joins shards.
+The file is strict JSON (RFC 8259): a non-finite float is written as the string
+"inf", "-inf" or "nan", and every reader of a numeric field reads it with float().
 """
 
 from __future__ import annotations
@@ -262,8 +269,12 @@ def check_schema(data: Any) -> None:
         raise ResultsError(f"not a conv-conformance results file (schema={_get(data, 'schema')!r})")
     if data.get("version") != VERSION:
         raise ResultsError(f"results schema version {data.get('version')!r}; this suite reads version {VERSION}")
-    if not isinstance(data.get("cells"), list):
-        raise ResultsError("results file has no 'cells' list")
+    from conformance.schema import RESULTS, SchemaError, check
+
+    try:
+        check(data, RESULTS)  # every field a reader uses, with the path of the first bad one
+    except SchemaError as error:
+        raise ResultsError(f"malformed results file: {error}") from None
 
 
 def _get(data: Any, key: str) -> Any:
@@ -273,8 +284,10 @@ def _get(data: Any, key: str) -> Any:
 def read(path: str | os.PathLike) -> Results:
     try:
         data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as error:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ResultsError(f"cannot read results file {path}: {error}") from None
+    except RecursionError:  # JSON nested thousands deep: no results file looks like that
+        raise ResultsError(f"cannot read results file {path}: nested too deeply") from None
     return Results.from_dict(data)
 
 
@@ -319,6 +332,16 @@ def unwritable(path: str | os.PathLike) -> str | None:
     return None
 
 
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name one file: resolved (symlinks, ``..``), or the same inode (a hard link)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist yet: then only the resolved paths could tell
+        return False
+
+
 def strict(value: Any) -> Any:
     """``value`` as strict JSON data: non-finite floats as "inf" / "-inf" / "nan", tuples and arrays as
     lists, numpy scalars as Python numbers, anything else unknown as its text."""
@@ -341,6 +364,20 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def summary_lines(results: Results) -> list[str]:
+    """What a reader must not miss about a run's results, as lines (also used by ``conv-conformance``)."""
+    lines = []
+    if not results.complete:
+        lines.append("INCOMPLETE run: " + ("; ".join(results.incomplete_reasons) or "it did not finish"))
+    for name, error in sorted(results.adapter_errors.items()):
+        first = (error.get("message") or "").strip().splitlines()
+        lines.append(f"  adapter {name} could not be run ({error.get('status')}): {first[0] if first else ''}")
+    if results.not_reached:
+        lines.append(f"time budget spent: {len(results.not_reached)} cell(s) not reached (listed under "
+                     "'not_reached' in the results; not a failure)")  # fmt: skip
+    return lines
 
 
 def merge(parts: list[Results], environment: dict[str, Any] | None = None) -> Results:
@@ -382,5 +419,9 @@ __all__ = [
     "environment",
     "merge",
     "read",
+    "same_file",
+    "strict",
+    "summary_lines",
+    "unwritable",
     "write_json",
 ]

@@ -386,10 +386,23 @@ class ConvSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ConvSpec:
+        """The spec a JSON object describes; ValueError naming the field when one has the wrong type.
+
+        (A spec may break the rules of :meth:`validate`, since the invalid-problem chapter needs such
+        specs, but each field must at least be of its kind: a whole number, a string, a flag.)
+        """
+        if not isinstance(data, dict):
+            raise ValueError(f"a problem is a JSON object, not {type(data).__name__}")
         known = {f.name for f in fields(cls) if f.init}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"unknown ConvSpec fields: {sorted(unknown)}")
+            raise ValueError(f"unknown ConvSpec fields: {sorted(map(str, unknown))}")
+        missing = {"in_channels", "out_channels", "input_size", "kernel_size"} - set(data)
+        if missing:
+            raise ValueError(f"missing ConvSpec fields: {sorted(missing)}")
+        for name, value in data.items():
+            if not _json_field_ok(name, value):
+                raise ValueError(f"{name}={_short_repr(value)} is not a valid value for that field")
         return cls(**{k: _as_tuple(v) for k, v in data.items()})
 
     def to_json(self) -> str:
@@ -397,7 +410,11 @@ class ConvSpec:
 
     @classmethod
     def from_json(cls, text: str) -> ConvSpec:
-        return cls.from_dict(json.loads(text))
+        try:
+            data = json.loads(text)
+        except RecursionError:
+            raise ValueError("the problem's JSON is nested too deeply") from None
+        return cls.from_dict(data)
 
     def replace(self, **changes: Any) -> ConvSpec:
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.init}
@@ -418,6 +435,33 @@ class ConvSpec:
 
     def __str__(self) -> str:
         return self.descriptor()
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _json_field_ok(name: str, value: Any) -> bool:
+    """Whether a JSON value has the kind its field needs (whether it is *valid* is validate()'s business)."""
+    if name in ("bias", "transposed"):
+        return isinstance(value, bool)
+    if name in ("padding_mode", "dtype", "device", "layout"):
+        return isinstance(value, str)
+    if name in ("batch", "in_channels", "out_channels", "groups"):
+        return _is_int(value)
+    if name == "padding":
+        if isinstance(value, str) or _is_int(value):
+            return True
+        return isinstance(value, list) and all(
+            _is_int(v) or (isinstance(v, list) and len(v) == 2 and all(_is_int(p) for p in v)) for v in value
+        )
+    # per-axis fields: a whole number, or one per axis
+    return _is_int(value) or (isinstance(value, list) and all(_is_int(v) for v in value))
+
+
+def _short_repr(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 # ------------------------------------------------------------------ descriptor

@@ -26,6 +26,9 @@ MAX_CARDS = 100
 MAX_OTHER_FAILURES = 4
 #: A repro script longer than this is not inlined: the card gives the command that writes it.
 MAX_INLINE_REPRO = 100_000
+#: Characters of any adapter-supplied text shown (a reason, a note, a version): a backend that prints a
+#: 200 MB tensor into its exception must not make a 200 MB page.
+MAX_TEXT = 2_000
 
 RATE_FORMULA = (
     "pass rate = (passed + unexpected pass) ÷ (passed + unexpected pass + failed + expected failure + error "
@@ -83,6 +86,7 @@ class Card:
     worst: list[tuple[str, str]]
     heatmap: dict[str, Any] | None
     repro: str | None
+    repro_note: str
     repro_command: str
     others: list[dict[str, Any]]
     more: int
@@ -112,6 +116,8 @@ class Report:
     diff: Diff | None
     baseline_path: str | None
     total_cases: int
+    incomplete_reasons: list[str] = field(default_factory=list)
+    adapter_errors: list[tuple[str, str, str]] = field(default_factory=list)
     outcomes: tuple[str, ...] = OUTCOMES
     rate_formula: str = RATE_FORMULA
     rate_note: str = RATE_NOTE
@@ -158,6 +164,9 @@ def build(results: Results, *, results_path: str = "", baseline: Results | None 
         diff=_diff(results, baseline) if baseline is not None else None,
         baseline_path=baseline_path,
         total_cases=sum(sum(r.counts.values()) for r in records),
+        incomplete_reasons=[_clip(r, MAX_TEXT) for r in results.incomplete_reasons[:20]],
+        adapter_errors=[(_clip(name, 200), _clip(e.get("status", ""), 20), _clip(e.get("message", ""), MAX_TEXT))
+                        for name, e in sorted(results.adapter_errors.items())],
     )
 
 
@@ -167,7 +176,8 @@ def build(results: Results, *, results_path: str = "", baseline: Results | None 
 def _header(results: Results, env: dict[str, Any]) -> list[tuple[str, str]]:
     backends = env.get("backends") or {}
     versions = "; ".join(
-        f"{adapter}: " + (", ".join(f"{k} {v}" for k, v in sorted(_mapping(found).items())) or "no versions reported")
+        f"{adapter}: " + (_clip(", ".join(f"{k} {v}" for k, v in sorted(_mapping(found).items())), MAX_TEXT)
+                          or "no versions reported")
         for adapter, found in sorted(_mapping(backends).items())
     )
     gpus = env.get("gpus") or []
@@ -184,7 +194,7 @@ def _header(results: Results, env: dict[str, Any]) -> list[tuple[str, str]]:
         ("platform", str(env.get("platform", "?"))),
         ("CPU", str(env.get("cpu", "?"))),
         ("GPU", ", ".join(str(g) for g in gpus) if isinstance(gpus, list) and gpus else "none"),
-        ("command", str(env.get("command") or "not recorded")),
+        ("command", _clip(str(env.get("command") or "not recorded"), MAX_TEXT)),
     ]
     return rows
 
@@ -231,7 +241,7 @@ def _matrix(records: list[CellRecord], adapters: list[str]) -> list[dict[str, An
             "cases": sum(record.counts.values()),
             "bad": sum(record.counts.get(s, 0) for s in BAD),
             "worst_ratio": record.worst_ratio,
-            "notes": "; ".join(record.notes),
+            "notes": _clip("; ".join(record.notes), MAX_TEXT),
             "anchor": _anchor(record.cell, record.adapter) if record.status in BAD else None,
         }
     for row in rows.values():
@@ -309,16 +319,21 @@ def _card(record: CellRecord, results_path: str) -> Card:
         adapter=record.adapter,
         outcome=record.outcome,
         counts=case_outcomes(record),
-        minimal=minimal,
+        minimal={key: _clip(str(minimal.get(key, "")), MAX_TEXT) for key in _SHOWN},
         spec_rows=_spec_rows(minimal.get("spec")),
         worst=_worst(minimal),
         heatmap=minimal.get("heatmap") if isinstance(minimal.get("heatmap"), dict) else None,
         repro=repro,
+        repro_note=_clip(str(minimal.get("repro_note", "")), MAX_TEXT),
         repro_command=f"conv-conformance repro {results_path or 'RESULTS.json'} "
         f"{record.adapter}/{record.cell}/{index} --script repro.py",
         others=[_brief(f) for f in reversed(others)],
         more=max(0, len(failures) - 1 - len(others)),
     )
+
+
+#: The minimal failure's fields a card shows as text.
+_SHOWN = ("descriptor", "operation", "status", "reason")
 
 
 def _brief(failure: dict[str, Any]) -> dict[str, str]:
@@ -329,7 +344,7 @@ def _brief(failure: dict[str, Any]) -> dict[str, str]:
 def _spec_rows(spec: Any) -> list[tuple[str, str]]:
     if not isinstance(spec, dict):
         return []
-    return [(str(k), _value(v)) for k, v in spec.items()]
+    return [(_clip(str(k), 100), _clip(_value(v), 300)) for k, v in spec.items()]
 
 
 def _value(v: Any) -> str:
@@ -348,7 +363,8 @@ def _worst(failure: dict[str, Any]) -> list[tuple[str, str]]:
     for name in ("worst_index", "expected", "got", "error", "bound", "ratio", "mismatches", "checked"):
         if v.get(name) is not None:
             value = v[name]
-            rows.append((name.replace("_", " "), _value(value) if isinstance(value, list) else _number(value)))
+            text = _value(value) if isinstance(value, list) else _number(value)
+            rows.append((name.replace("_", " "), _clip(text, 300)))
     return rows
 
 
@@ -359,7 +375,7 @@ def _number(value: Any) -> str:
 
 
 def _clip(text: str, n: int) -> str:
-    return text if len(text) <= n else text[: n - 1] + "…"
+    return text if len(text) <= n else text[:n] + f"… ({len(text) - n} more characters)"
 
 
 # ----------------------------------------------------------------------- diff

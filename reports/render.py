@@ -9,8 +9,12 @@ and the copy buttons).
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import hashlib
 import math
 import os
+import tempfile
 from pathlib import Path
 
 import jinja2
@@ -55,7 +59,16 @@ def render(results: Results, *, results_path: str = "", baseline: Results | None
            baseline_path: str | None = None) -> str:  # fmt: skip
     """The report page for ``results`` (and, compared against it, ``baseline``)."""
     report = build(results, results_path=results_path, baseline=baseline, baseline_path=baseline_path)
-    return _environment().get_template("report.html.j2").render(report=report)
+    env = _environment()
+    style, script = (env.loader.get_source(env, name)[0] for name in ("report.css", "report.js"))
+    return env.get_template("report.html.j2").render(
+        report=report, style=style, script=script, style_hash=csp_hash(style), script_hash=csp_hash(script)
+    )
+
+
+def csp_hash(text: str) -> str:
+    """The Content-Security-Policy source that allows exactly this inline element's text."""
+    return "sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii")
 
 
 def write_report(results_path: str | os.PathLike, output: str | os.PathLike,
@@ -71,7 +84,17 @@ def write_report(results_path: str | os.PathLike, output: str | os.PathLike,
                   baseline_path=str(baseline_path) if baseline_path else None)  # fmt: skip
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(page, encoding="utf-8")
+    # Atomic, like the results file: a reader (or a CI artifact upload) never sees half a page.
+    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}", suffix=".tmp", dir=output.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(page)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, output)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     return output
 
 

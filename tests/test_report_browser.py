@@ -80,3 +80,20 @@ def test_with_scripts_off_every_row_shows_and_no_dead_controls(sample_run):
         assert not driver.find_element(By.ID, "filter").is_displayed()
         assert not any(b.is_displayed() for b in driver.find_elements(By.CSS_SELECTOR, "button.copy"))
         assert driver.find_element(By.CSS_SELECTOR, "article.card pre").is_displayed()
+
+
+def test_markup_that_slipped_past_escaping_cannot_run(sample_run, tmp_path):
+    """The page's Content-Security-Policy allows its own script and style by hash only: were an adapter's text
+    ever inserted unescaped, an event handler or a script in it would not run."""
+    page = (sample_run / "report.html").read_text()
+    hostile = ('<img src="data:," onerror="document.title=\'pwned by onerror\'">'
+               "<script>document.title = 'pwned by script';</script>"
+               '<div id="styled" style="display: none">styled</div>')  # fmt: skip
+    injected = tmp_path / "injected.html"
+    injected.write_text(page.replace("<main>", "<main>" + hostile, 1))
+    with browser.chromium() as driver:
+        driver.get(injected.as_uri())
+        assert "pwned" not in driver.title and driver.title.startswith("Convolution conformance")
+        assert driver.execute_script("return document.getElementById('styled').offsetParent !== null")
+        # The page's own script still runs: its hash is in the policy.
+        assert driver.execute_script("return !document.getElementById('filter').hidden")
