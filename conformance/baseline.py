@@ -34,7 +34,8 @@ def read_baseline(path: str | os.PathLike) -> dict[tuple[str, str], BaselineEntr
 
     try:
         data = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    # ValueError besides JSONDecodeError: json raises a bare one for an integer of over 4,300 digits.
+    except (OSError, UnicodeDecodeError, ValueError) as error:
         raise BaselineError(f"cannot read baseline {path}: {error}") from None
     except RecursionError:  # JSON nested thousands deep: no baseline looks like that
         raise BaselineError(f"cannot read baseline {path}: nested too deeply") from None

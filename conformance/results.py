@@ -269,10 +269,10 @@ def check_schema(data: Any) -> None:
         raise ResultsError(f"not a conv-conformance results file (schema={_get(data, 'schema')!r})")
     if data.get("version") != VERSION:
         raise ResultsError(f"results schema version {data.get('version')!r}; this suite reads version {VERSION}")
-    from conformance.schema import RESULTS, SchemaError, check
+    from conformance.schema import SchemaError, check_results
 
     try:
-        check(data, RESULTS)  # every field a reader uses, with the path of the first bad one
+        check_results(data)  # every field a reader uses, with the path of the first bad one
     except SchemaError as error:
         raise ResultsError(f"malformed results file: {error}") from None
 
@@ -282,9 +282,11 @@ def _get(data: Any, key: str) -> Any:
 
 
 def read(path: str | os.PathLike) -> Results:
+    """The results file at ``path``; :class:`ResultsError`, with the reason, for any file that is not one."""
     try:
         data = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    # ValueError besides JSONDecodeError: json raises a bare one for an integer of over 4,300 digits.
+    except (OSError, UnicodeDecodeError, ValueError) as error:
         raise ResultsError(f"cannot read results file {path}: {error}") from None
     except RecursionError:  # JSON nested thousands deep: no results file looks like that
         raise ResultsError(f"cannot read results file {path}: nested too deeply") from None

@@ -30,6 +30,9 @@ from typing import Any
 
 #: Deepest nesting accepted inside a free-form part of a file (the suite itself writes at most 3).
 MAX_FREE_DEPTH = 16
+#: Largest magnitude of an integer field (a count, an index, a shape): 2**53, the last integer every JSON
+#: reader holds exactly.  Python reads any length, and a 400-digit count would overflow the report's rates.
+MAX_INT = 2**53
 
 
 class SchemaError(ValueError):
@@ -105,6 +108,8 @@ class Int(Type):
             raise self.fail(value, path)
         if self.minimum is not None and value < self.minimum:
             raise self.fail(value, path)
+        if abs(value) > MAX_INT:
+            raise SchemaError(path, f"{show(value)} is out of range (at most 2**53 in magnitude)")
 
 
 class Number(Type):
@@ -115,7 +120,13 @@ class Number(Type):
     def check(self, value: Any, path: str) -> None:
         if isinstance(value, bool):
             raise self.fail(value, path)
-        if isinstance(value, (int, float)):
+        if isinstance(value, float):
+            return
+        if isinstance(value, int):
+            try:  # readers take float() of it: an integer past a double's range would raise OverflowError there
+                float(value)
+            except OverflowError:
+                raise SchemaError(path, f"{show(value)} is too large for a number") from None
             return
         if isinstance(value, str) and len(value) <= 64:
             try:

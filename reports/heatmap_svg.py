@@ -10,8 +10,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from reports.model import as_float
+
 #: The map's longer side in pixels; each element's square is clamped to [MIN_CELL, MAX_CELL].
 SIDE, MIN_CELL, MAX_CELL = 224, 10, 32
+#: Rows or columns past which a map is not drawn: the suite writes at most conformance.heatmap.MAX_SIDE
+#: (16); a file from elsewhere with a vast map must not turn into millions of rectangles.
+MAX_DRAWN = 64
 
 #: (upper limit of error/bound, colour, legend label): within bound in greens, past it in reds.
 STEPS = (
@@ -26,12 +31,10 @@ STEPS = (
 
 
 def colour(ratio: float | str) -> str:
-    # Results files write non-finite ratios as "inf"/"nan" (strict JSON); anything unreadable is the worst.
-    try:
-        value = float(ratio)
-    except (TypeError, ValueError):
-        value = math.inf
-    if value != value:
+    """The fill for one error/bound value, a number or its strict-JSON text ("inf", "nan")."""
+    value = as_float(ratio)
+    # Unreadable, NaN or negative (a ratio of magnitudes never is) is shown as the worst, never as fine.
+    if value is None or value != value or value < 0:
         value = math.inf
     for limit, fill, _ in STEPS:
         if value <= limit:
@@ -45,6 +48,8 @@ def shapes(heatmap: dict[str, Any]) -> dict[str, Any] | None:
     if not isinstance(values, list) or not values or not all(isinstance(row, list) and row for row in values):
         return None
     columns = max(len(row) for row in values)
+    if len(values) > MAX_DRAWN or columns > MAX_DRAWN:
+        return None
     cell = max(MIN_CELL, min(MAX_CELL, SIDE // max(columns, len(values))))
     rects = []
     for y, row in enumerate(values):

@@ -7,6 +7,7 @@ plain string, escaped by the template's autoescaping, never marked safe.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -194,9 +195,10 @@ def _header(results: Results, env: dict[str, Any]) -> list[tuple[str, str]]:
         ("platform", str(env.get("platform", "?"))),
         ("CPU", str(env.get("cpu", "?"))),
         ("GPU", ", ".join(str(g) for g in gpus) if isinstance(gpus, list) and gpus else "none"),
-        ("command", _clip(str(env.get("command") or "not recorded"), MAX_TEXT)),
+        ("command", str(env.get("command") or "not recorded")),
     ]
-    return rows
+    # Every value may have come from another tool or a hostile versions(): none may make the page huge.
+    return [(name, _clip(value, MAX_TEXT)) for name, value in rows]
 
 
 def _seed(env: dict[str, Any]) -> str:
@@ -240,7 +242,7 @@ def _matrix(records: list[CellRecord], adapters: list[str]) -> list[dict[str, An
             "outcome": record.outcome,
             "cases": sum(record.counts.values()),
             "bad": sum(record.counts.get(s, 0) for s in BAD),
-            "worst_ratio": record.worst_ratio,
+            "worst_ratio": as_float(record.worst_ratio),
             "notes": _clip("; ".join(record.notes), MAX_TEXT),
             "anchor": _anchor(record.cell, record.adapter) if record.status in BAD else None,
         }
@@ -301,7 +303,7 @@ def _cards(records: list[CellRecord], results_path: str) -> tuple[list[Card], li
             last = record.failures[-1] if record.failures else {}
             rest.append({"cell": record.cell, "adapter": record.adapter, "outcome": record.outcome,
                          "bad": sum(record.counts.get(s, 0) for s in BAD),
-                         "descriptor": str(last.get("descriptor", "")),
+                         "descriptor": _clip(str(last.get("descriptor", "")), 300),
                          "reason": _clip(str(last.get("reason", "")), 300)})  # fmt: skip
     return cards, rest
 
@@ -337,7 +339,8 @@ _SHOWN = ("descriptor", "operation", "status", "reason")
 
 
 def _brief(failure: dict[str, Any]) -> dict[str, str]:
-    return {"descriptor": str(failure.get("descriptor", "")), "status": str(failure.get("status", "")),
+    return {"descriptor": _clip(str(failure.get("descriptor", "")), 300),
+            "status": _clip(str(failure.get("status", "")), 100),
             "reason": _clip(str(failure.get("reason", "")), 300)}  # fmt: skip
 
 
@@ -359,7 +362,7 @@ def _worst(failure: dict[str, Any]) -> list[tuple[str, str]]:
     if not isinstance(verdicts, dict) or product not in verdicts or not isinstance(verdicts[product], dict):
         return []
     v = verdicts[product]
-    rows = [("product", str(product)), ("tier", str(v.get("tier", "")))]
+    rows = [("product", _clip(str(product), 100)), ("tier", _clip(str(v.get("tier", "")), 100))]
     for name in ("worst_index", "expected", "got", "error", "bound", "ratio", "mismatches", "checked"):
         if v.get(name) is not None:
             value = v[name]
@@ -369,9 +372,31 @@ def _worst(failure: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def _number(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.9g}"
-    return str(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    number = as_float(value)
+    return str(value) if number is None else f"{number:.9g}"
+
+
+def as_float(value: Any) -> float | None:
+    """A numeric field as a float, whichever way the file wrote it; None when it is not a number.
+
+    Results files are strict JSON, so non-finite values arrive as the strings "inf", "-inf" and "nan";
+    files from before that hold bare floats (json reads Infinity and NaN as floats). Both must render.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        try:
+            return float(value)
+        except OverflowError:  # an integer too large for a float is, for a ratio, infinite
+            return math.inf if value > 0 else -math.inf
+    if isinstance(value, str) and len(value) <= 64:
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
 
 
 def _clip(text: str, n: int) -> str:
@@ -412,4 +437,6 @@ def _reason(record: CellRecord | None) -> str:
     return _clip(str(record.failures[-1].get("reason", "")), 200)
 
 
-__all__ = ["MAX_CARDS", "OUTCOMES", "Card", "Diff", "Report", "Summary", "build", "case_outcomes", "pass_rate"]
+__all__ = [
+    "MAX_CARDS", "OUTCOMES", "Card", "Diff", "Report", "Summary", "as_float", "build", "case_outcomes", "pass_rate",
+]  # fmt: skip

@@ -21,7 +21,7 @@ import jinja2
 
 from conformance.results import Results, read
 from reports import heatmap_svg
-from reports.model import build
+from reports.model import as_float, build
 
 
 def _environment() -> jinja2.Environment:
@@ -43,8 +43,9 @@ def _rate(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.1f} %"
 
 
-def _ratio(value: float) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+def _ratio(value: float | str | None) -> str:
+    value = as_float(value)  # a number, or its strict-JSON text ("inf")
+    if value is None or math.isnan(value):
         return ""
     if math.isinf(value):
         return "∞"
@@ -87,8 +88,10 @@ def write_report(results_path: str | os.PathLike, output: str | os.PathLike,
     # Atomic, like the results file: a reader (or a CI artifact upload) never sees half a page.
     fd, tmp = tempfile.mkstemp(prefix=f".{output.name}", suffix=".tmp", dir=output.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(page)
+        # An adapter's exception text can hold a lone surrogate ("\\udcff"), which JSON carries but UTF-8
+        # cannot encode: show it as its escape rather than fail to write the page.
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(page.encode("utf-8", "backslashreplace"))
         os.chmod(tmp, 0o644)
         os.replace(tmp, output)
     except BaseException:

@@ -132,3 +132,106 @@ def test_report_refuses_to_overwrite_its_inputs(recorded):
     _one_clean_line(_cli(where, "report", "r.json", "-o", "."))
     assert recorded.read_text() == before and (where / "old.json").read_text() == before
     assert sorted(p.name for p in where.iterdir() if p.is_file()) == ["old.json", "r.json"]  # no temp litter
+
+
+# ------------------------------------------------------------ found by mutating a real results file
+# (every field replaced by null, a string, a list, an object, -1, 10**400, NaN, ...) and by hand
+
+
+BEYOND_DOUBLES = {
+    "a 400-digit count": _results(counts={"passed": 10**400}),
+    "a ratio past a double's range": _results(worst_ratio=10**400),
+    "seconds past a double's range": _results(seconds={"candidate": 10**400}),
+}
+
+
+@pytest.mark.parametrize("name", [*BEYOND_DOUBLES, "a 5,000-digit number"])
+def test_numbers_no_reader_can_hold_are_one_line_and_exit_2(tmp_path, name):
+    # json reads a 5,000-digit integer with a bare ValueError, and float() of a 400-digit one overflows.
+    text = json.dumps(_results())[:-1] + ', "x": ' + "9" * 5000 + "}" if name.startswith("a 5,000") else None
+    (tmp_path / "r.json").write_text(text or json.dumps(BEYOND_DOUBLES[name]))
+    _one_clean_line(_cli(tmp_path, "report", "r.json", "-o", "out.html"))
+    assert not (tmp_path / "out.html").exists()
+
+
+def test_a_5000_digit_number_in_a_baseline_is_a_usage_error(tmp_path):
+    (tmp_path / "b.json").write_text('{"expected_failures": [], "x": ' + "9" * 5000 + "}")
+    done = _cli(tmp_path, "run", "--adapter", f"{FAULTY}:Correct", "-k", "test_forward and 1d and float64 and none",
+                "--baseline", "b.json", "--results", "r.json")  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr and "INTERNALERROR" not in done.stdout + done.stderr
+    assert "b.json" in done.stderr
+
+
+def test_a_lone_surrogate_in_adapter_text_does_not_stop_the_report(tmp_path):
+    # An exception message may hold one ("\udcff" from bytes decoded with surrogateescape); JSON carries it,
+    # UTF-8 cannot encode it: the page shows its escape instead of failing to be written.
+    data = _results(counts={"failed": 1}, notes=["note \udcff"],
+                    failures=[{"reason": "bad \ud800 byte", "status": "failed"}])  # fmt: skip
+    (tmp_path / "r.json").write_text(json.dumps(data))
+    done = _cli(tmp_path, "report", "r.json", "-o", "out.html")
+    assert done.returncode == 0, done.stderr
+    page = (tmp_path / "out.html").read_text(encoding="utf-8")
+    assert "bad \\ud800 byte" in page and "note \\udcff" in page
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda f: f["spec"].update(dilation=[-1]),
+        lambda f: f["spec"].update(in_channels=-1),
+        lambda f: f["spec"].update(input_size=[10**12]),
+        lambda f: f["spec"].update(stride=[10**30]),
+    ],
+    ids=["breaks-a-rule", "negative-channels", "trillion-elements", "stride-past-int64"],
+)
+def test_repro_of_an_edited_problem_is_one_line_and_exit_2(recorded, damage):
+    data = json.loads(recorded.read_text())
+    damage(data["cells"][0]["failures"][0])
+    recorded.write_text(json.dumps(data))
+    _one_clean_line(_cli(recorded.parent, "repro", "r.json", FAILURE))
+
+
+def test_repro_of_a_null_failure_entry_is_one_line_and_exit_2(recorded):
+    data = json.loads(recorded.read_text())
+    data["cells"][0]["failures"][0] = None
+    recorded.write_text(json.dumps(data))
+    _one_clean_line(_cli(recorded.parent, "repro", "r.json", FAILURE))
+
+
+def test_repro_refuses_a_bad_timeout_and_a_script_over_the_results(recorded):
+    where = recorded.parent
+    before = recorded.read_text()
+    for timeout in ("nan", "inf", "0", "-1"):
+        _one_clean_line(_cli(where, "repro", "r.json", FAILURE, "--case-timeout", timeout))
+    _one_clean_line(_cli(where, "repro", "r.json", FAILURE, "--script", "r.json"))
+    _one_clean_line(_cli(where, "repro", "r.json", FAILURE, "--script", "./r.json"))
+    assert recorded.read_text() == before
+    done = _cli(where, "repro", "r.json", FAILURE, "--script", "repro.py")
+    assert done.returncode == 1 and (where / "repro.py").read_text().startswith("#!/usr/bin/env python3")
+    assert sorted(p.name for p in where.iterdir() if p.name.startswith(".")) == []  # no temp file left
+
+
+def test_report_refuses_an_output_hard_linked_to_the_results(recorded):
+    where = recorded.parent
+    before = recorded.read_text()
+    os.link(recorded, where / "page.html")
+    _one_clean_line(_cli(where, "report", "r.json", "-o", "page.html"))
+    assert recorded.read_text() == before
+
+
+def test_adapters_lists_a_broken_adapter_in_one_line_and_goes_on(monkeypatch, capsys):
+    import adapters.registry
+    from conformance.cli_tools import adapters_command
+
+    # Named by their targets, which load_adapter() takes as they are (a built-in's name needs its backend).
+    nasty, caps, gone, fine = (f"{FAULTY}:NastyVersions", f"{FAULTY}:CapabilitiesRaises", "no_such_module:X",
+                               f"{FAULTY}:Correct")  # fmt: skip
+    monkeypatch.setattr(adapters.registry, "known_adapters", lambda: {t: t for t in (nasty, caps, gone, fine)})
+    assert adapters_command(None) == 0
+    out = capsys.readouterr().out
+    lines = {line.split(" ")[0]: line for line in out.splitlines() if not line.startswith(" ")}
+    assert set(lines) == {nasty, caps, gone, fine}, out
+    assert "unavailable" in lines[caps] and "unavailable" in lines[gone]
+    assert "unavailable" not in lines[nasty] and len(lines[nasty]) < 5_000  # versions() sanitised, not fatal
+    assert "dims:" in out

@@ -237,6 +237,79 @@ def test_expected_failures_and_unexpected_passes_are_counted_as_such():
     assert summary.cases == {**summary.cases, "passed": 1, "expected failure": 1, "unexpected pass": 1}
 
 
+# ------------------------------------------------------- hostile text, strict JSON
+
+
+def test_adapter_text_is_clipped_escaped_and_shown_where_it_belongs():
+    """A backend that prints a huge tensor into its exception, its versions or its notes must not make a huge
+    page; the run's incomplete reasons, adapter errors and a failure's repro_note are shown, clipped."""
+    huge = "<b>x</b>" + "y" * 1_000_000
+    results = Results({"suite": "0.1.0", "command": huge, "platform": huge, "backends": {"b": {"v": huge}}})
+    results.complete = False
+    results.incomplete_reasons = ["interrupted by SIGTERM", huge]
+    results.adapter_errors = {"broken": {"status": "error", "message": "capabilities() raised " + huge}}
+    record = results.cell("forward/2d/float32/same", "b")
+    record.notes.append(huge)
+    failure = _failure(SPEC, reason=huge, repro=None)
+    failure["repro_note"] = "no standalone script: repro_source() raised " + huge
+    failure["verdicts"]["output"]["got"] = huge
+    record.add("failed", 5.0, failure)
+    record.add("failed", 5.0, {**failure, "descriptor": huge})
+    page = render(results)
+    assert len(page) < 200_000, len(page)
+    assert page.count("more characters)") >= 8
+    assert "<b>x" not in page and "&lt;b&gt;x&lt;/b&gt;" in page
+    assert "interrupted by SIGTERM" in page
+    assert "<strong>broken</strong> (error): <span class=\"reason\">capabilities() raised &lt;b&gt;" in page
+    assert "no standalone script: repro_source() raised &lt;b&gt;" in page
+
+
+def test_the_content_security_policy_allows_the_inline_script_and_style_by_hash_only():
+    import base64
+    import hashlib
+
+    page = render(_results(cells=3, failing_every=1))
+    policy = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', page).group(1)
+    assert "unsafe-inline" not in policy and "unsafe-eval" not in policy
+    (style,) = re.findall(r"<style>(.*?)</style>", page, re.S)
+    (script,) = re.findall(r"<script>(.*?)</script>", page, re.S)
+    for text, directive in ((style, "style-src"), (script, "script-src")):
+        digest = base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
+        assert f"{directive} 'sha256-{digest}'" in policy
+    # Inline style attributes would be blocked under this policy: the page must not rely on any.
+    assert not re.search(r"\sstyle\s*=", page)
+
+
+def test_non_finite_numbers_render_alike_as_strict_json_strings_and_as_bare_floats(tmp_path):
+    """New results files write inf/nan as "inf"/"nan" strings (RFC 8259); older ones hold bare Infinity/NaN.
+    The worst-element table, the heatmap and the matrix ratio read both, and numeric text like "1e-3"."""
+
+    def page(non_finite: dict) -> str:
+        results = Results({})
+        failure = _failure(SPEC)
+        failure["verdicts"]["output"].update(expected=non_finite["expected"], got=non_finite["got"],
+                                             error=non_finite["error"], ratio=non_finite["ratio"],
+                                             bound=non_finite["small"])  # fmt: skip
+        failure["heatmap"]["values"][0][0] = non_finite["ratio"]
+        failure["heatmap"]["values"][0][1] = non_finite["small"]
+        record = results.cell("forward/2d/float64/none", "b")
+        record.add("failed", 5.0, failure)
+        data = results.to_dict()
+        data["cells"][0]["worst_ratio"] = non_finite["ratio"]
+        (tmp_path / "r.json").write_text(json.dumps(data))  # bare Infinity/NaN for the floats, as old files
+        return render(read(tmp_path / "r.json"))
+
+    strict = page({"expected": "nan", "got": "-inf", "error": "inf", "ratio": "inf", "small": "1e-3"})
+    bare = page({"expected": float("nan"), "got": -float("inf"), "error": float("inf"), "ratio": float("inf"),
+                 "small": 1e-3})  # fmt: skip
+    assert strict == bare
+    worst = re.search(r"<caption>worst element</caption>(.*?)</table>", strict, re.S).group(1)
+    assert "<th>got</th><td class=\"mono\">-inf</td>" in worst and "<th>ratio</th><td class=\"mono\">inf</td>" in worst
+    assert "<th>bound</th><td class=\"mono\">0.001</td>" in worst  # a number, however it was written
+    assert "r ∞" in strict  # the matrix's worst ratio
+    assert 'fill="#67001f"' in strict and 'fill="#d9f0d3"' in strict  # inf the worst colour, 1e-3 the second
+
+
 # --------------------------------------------------------------------- refusals
 
 
