@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -62,7 +63,7 @@ def _pytest_args(args: argparse.Namespace, profile: str) -> list[str]:
 
 
 def _summary(results_path: str) -> None:
-    from conformance.results import ResultsError, read
+    from conformance.results import ResultsError, read, summary_lines
 
     try:
         results = read(results_path)
@@ -82,6 +83,8 @@ def _summary(results_path: str) -> None:
         cases = ", ".join(f"{s} {n}" for s, n in by_adapter[adapter].items() if n)
         cells = ", ".join(f"{s} {n}" for s, n in sorted(outcomes[adapter].items()))
         print(f"  {adapter}: cells: {cells}; cases: {cases}")
+    for line in summary_lines(results):
+        print(line)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -107,14 +110,30 @@ def _supervised(args: argparse.Namespace, pytest_args: list[str]) -> int:
         print(f"conv-conformance: {problem}", file=sys.stderr)
         return 2
     context = {"profile": getattr(args, "profile", "fuzz"), "command": " ".join(sys.argv)}
+    # A signal that comes after the run, while the summary and the report are written, must not leave the
+    # results without their report: it is remembered, and only changes the exit status.
+    # (Installed only once the run is over: a Ctrl-C before or during it must stop it, and supervise() has
+    # its own handlers for while the child runs.)
     code = supervise(pytest_args, args.results, context)
     if code == 2 or not Path(args.results).exists():
         return code
-    _summary(args.results)
-    if args.report:
-        written = write_report_file(args.results, args.report, None)
-        if written and code == 0:
-            return written
+    late: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, frame: late.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        _summary(args.results)
+        if args.report:
+            try:
+                written = write_report_file(args.results, args.report, None)
+            except Exception as error:  # a page that cannot be rendered must not hide how the run ended
+                print(f"conv-conformance: no report: {type(error).__name__}: {error}", file=sys.stderr)
+                written = 2
+            if written and code == 0:
+                code = written
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if late and code not in (130, 143):
+        return 143 if late[0] == signal.SIGTERM else 130
     return code
 
 
@@ -122,6 +141,8 @@ def check_run_options(args: argparse.Namespace) -> str | None:
     """Why these options cannot make a run, or None: checked before anything runs, so that a bad path is
     one line now rather than a traceback after an hour's run."""
     import math
+
+    from conformance.results import same_file
 
     numbers = [("--case-timeout", args.case_timeout), ("--startup-timeout", args.startup_timeout)]
     if getattr(args, "minutes", None) is not None:
@@ -133,19 +154,17 @@ def check_run_options(args: argparse.Namespace) -> str | None:
         return f"--max-examples={args.max_examples}, but should be between 1 and 1,000,000 (a cell must finish)"
     if not args.results or not args.results.strip():
         return "--results is empty: give the results file's path"
-    results = os.path.realpath(args.results)
     paths = [("--results", args.results)] + ([("--report", args.report)] if args.report is not None else [])
     for option, path in paths:
         why = _unwritable(path)
         if why:
             return f"{option}={path!r} {why}"
-    if args.report is not None and os.path.realpath(args.report) == results:
+    if args.report is not None and same_file(args.report, args.results):
         return "--report is the --results file: the page would overwrite the results"
     if args.baseline not in (None, "none") and os.path.exists(args.baseline):
-        baseline = os.path.realpath(args.baseline)
-        if baseline == results:
+        if same_file(args.baseline, args.results):
             return "--results is the --baseline file: the run would overwrite its own baseline"
-        if args.report is not None and os.path.realpath(args.report) == baseline:
+        if args.report is not None and same_file(args.report, args.baseline):
             return "--report is the --baseline file: the page would overwrite it"
     return None
 

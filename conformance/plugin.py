@@ -14,7 +14,16 @@ interrupt each leave ``"complete": false`` with the reason, and the exit status
 becomes 3 (:data:`INCOMPLETE`) where it would have been 0 or 1.  SIGTERM is
 treated as Ctrl-C.  Shards live in a directory private to the run, named by a
 run id (``--run-id``, which ``conv-conformance run`` sets), and are removed
-once merged.
+once merged; one run at a time may write a results file (:mod:`conformance.runlock`).
+A run that ran nothing because of bad usage (a bad ``-k``, or one that selects
+nothing) writes no results file: it must not replace a good one with nothing.
+
+Plain ``pytest --pyargs conformance.suite --adapter ...`` gets all of this
+except one thing: an adapter that ends the process itself (``os._exit`` at
+import, in ``__init__`` or in a call, in-process) takes pytest with it, so
+nothing is left to write the results or choose the exit status.  Only the
+supervised ``conv-conformance run`` (:mod:`conformance.supervisor`) catches
+that, or ``--isolate``, where the adapter lives in a worker process.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ from pathlib import Path
 import pytest
 
 from conformance.session import PROFILES
+from conformance.supervisor import SUPERVISOR_ENV  # set by ``conv-conformance run`` to its pid
 
 _SESSION_KEY = pytest.StashKey["object"]()
 _RUN_KEY = pytest.StashKey["object"]()
@@ -41,8 +51,6 @@ _RUN_KEY = pytest.StashKey["object"]()
 INCOMPLETE = 3
 #: The most examples per cell a run may ask for: a bigger budget never finishes, it only looks like it might.
 MAX_EXAMPLES = 1_000_000
-#: Set by ``conv-conformance run`` to its pid: the run stops itself if its supervisor dies.
-SUPERVISOR_ENV = "CONV_CONFORMANCE_SUPERVISOR"
 
 
 def _seconds(value: str, option: str = "--case-timeout") -> float:
@@ -124,6 +132,9 @@ class _Run:
         self.finished: set[str] = set()
         self.dead_workers: list[str] = []
         self.signal: int | None = None
+        #: the run's final results (merged), for the terminal summary
+        self.final = None
+        self.lock = None
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self.selected.update(item.nodeid for item in session.items)
@@ -152,13 +163,13 @@ def _results_path(config: pytest.Config) -> str | None:
     if not results.strip():
         raise pytest.UsageError("--results is empty: give the results file's path")
     path = os.path.abspath(results)
-    from conformance.results import unwritable
+    from conformance.results import same_file, unwritable
 
     why = unwritable(path)
     if why:
         raise pytest.UsageError(f"--results={results!r} {why}")
     baseline = config.getoption("--baseline")
-    if baseline and os.path.realpath(baseline) == os.path.realpath(path):
+    if baseline and same_file(baseline, path):
         raise pytest.UsageError(f"--results={results!r} is the --baseline file: the run would overwrite its baseline")
     return path
 
@@ -196,8 +207,14 @@ def pytest_configure(config: pytest.Config) -> None:
         shard = "main"
         config.stash[_RUN_KEY] = _Run(results)
         config.pluginmanager.register(config.stash[_RUN_KEY], "conv-conformance-run")
+        _lock_results(config, results)
         _install_signal_handlers(config)
         _watch_supervisor()
+        if shard_dir is not None:
+            # Made before any adapter loads: its existence tells the supervisor that the options were good and
+            # the run began, so a child that then exits 4 or 5 (an adapter's os._exit) is not taken for
+            # pytest's own usage error.  Removed again below if the adapter cannot even be loaded.
+            os.makedirs(shard_dir, exist_ok=True)
     try:
         state = ConformanceSession(
             config.getoption("--adapter") or ["torch"],
@@ -214,13 +231,43 @@ def pytest_configure(config: pytest.Config) -> None:
             seed=_seed(config),
             max_examples=settings().max_examples,
         )
-    except AdapterLoadError as error:
+    except (AdapterLoadError, SystemExit) as error:
+        # SystemExit: an adapter module that calls sys.exit() as it is imported cannot be loaded either.
+        if not _is_worker(config) and shard_dir is not None:
+            _remove_shards(Path(shard_dir))
+        _unlock(config)
+        if isinstance(error, SystemExit):
+            raise pytest.UsageError(f"--adapter: loading an adapter called sys.exit({error.code!r})") from None
         # One line (the first of the message); the frames only with -v.
         text = str(error) if config.getoption("verbose") > 0 else str(error).splitlines()[0]
         raise pytest.UsageError(f"--adapter: {text}") from None
     config.stash[_SESSION_KEY] = state
     if _is_xdist_controller(config):
         state.close()  # the controller runs no tests: its isolated workers (if any) go now
+
+
+def _lock_results(config: pytest.Config, results: str | None) -> None:
+    """Refuse to run if another live run is writing this results file (one line naming its pid); the lock is
+    held until pytest_unconfigure, after the results are written.  Under ``conv-conformance run`` the
+    supervisor holds it for us."""
+    from conformance.runlock import RunLock, RunLocked, held_for_us
+
+    if results is None or held_for_us(results):
+        return
+    try:
+        config.stash[_RUN_KEY].lock = RunLock.acquire(results)
+    except RunLocked as error:
+        raise pytest.UsageError(str(error)) from None
+
+
+def _unlock(config: pytest.Config) -> None:
+    run = config.stash.get(_RUN_KEY, None)
+    if run is not None and run.lock is not None:
+        run.lock.release()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    _unlock(config)
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -243,6 +290,9 @@ def _install_signal_handlers(config: pytest.Config) -> None:
         run = config.stash.get(_RUN_KEY, None)
         if run is not None and run.signal is None:
             run.signal = signum
+        state = config.stash.get(_SESSION_KEY, None)
+        if state is not None and state.stop_signal is None:
+            state.stop_signal = signum  # the session raises it again at its next example
         raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
     signal.signal(signal.SIGINT, interrupt)
@@ -337,6 +387,12 @@ def _finish(session: pytest.Session, state, exitstatus: int) -> None:
     from conformance.results import now
     from conformance.session import merge_shards
 
+    if exitstatus in (pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.NO_TESTS_COLLECTED) and not state.seen_cells:
+        # A bad -k, or one that selects nothing: bad usage, and nothing ran.  Writing an empty results file
+        # would replace a good one with nothing; the run's directory goes, so the supervisor knows it too.
+        if not _is_worker(session.config) and state.shard_dir is not None:
+            _remove_shards(state.shard_dir)
+        return
     stopped = exitstatus in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR) or interrupted(
         session.config
     )
@@ -347,7 +403,7 @@ def _finish(session: pytest.Session, state, exitstatus: int) -> None:
     ran = state.seen_cells
     merged = None
     if state.shard_dir is not None:
-        merged = merge_shards(state.shard_dir, state.results.environment, complete=not stopped)
+        merged = merge_shards(state.shard_dir, state.results.environment, complete=not stopped, interrupted=stopped)
         merged.run_id = state.results.run_id
         for name, error in state.results.adapter_errors.items():
             merged.adapter_errors[name] = error
@@ -368,8 +424,25 @@ def _finish(session: pytest.Session, state, exitstatus: int) -> None:
             import warnings
 
             warnings.warn(f"baseline entry matches no cell that ran: {cell} [{adapter}]", stacklevel=1)
-    if not complete and not stopped and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+    run.final = merged if merged is not None else state.results
+    if interrupted(session.config) and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+        # The interrupt was swallowed and the last test finished anyway: still an interrupted run.
+        session.exitstatus = pytest.ExitCode.INTERRUPTED
+    elif not complete and not stopped and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
         session.exitstatus = INCOMPLETE
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    """Say why a run is incomplete, which adapters could not be run, and what a time budget left out: a skip
+    line per test is easy to miss."""
+    run = config.stash.get(_RUN_KEY, None)
+    final = getattr(run, "final", None)
+    if final is None:
+        return
+    from conformance.results import summary_lines
+
+    for line in summary_lines(final):
+        terminalreporter.write_line(line, red=line.startswith("INCOMPLETE") or line.startswith("  adapter"))
 
 
 def _incomplete_reasons(run: _Run, stopped: bool) -> list[str]:

@@ -129,6 +129,9 @@ class ConformanceSession:
         if max_examples is not None:
             self.results.environment["max_examples"] = max_examples
         self.seen_cells: set[tuple[str, str]] = set()
+        #: set by the plugin's SIGINT/SIGTERM handler: an interrupt swallowed on its way (in a garbage-collector
+        #: callback, by a backend) is raised again at the next example, so one Ctrl-C always stops the run
+        self.stop_signal: int | None = None
         self.deadline = time.monotonic() + 60 * time_budget if time_budget else math.inf
 
     @property
@@ -139,6 +142,11 @@ class ConformanceSession:
 
     def capabilities(self, adapter: str):
         return self.callers[adapter].capabilities
+
+    def check_interrupted(self) -> None:
+        """Raise KeyboardInterrupt again if the run was interrupted and the first one went astray."""
+        if self.stop_signal is not None:
+            raise KeyboardInterrupt("interrupted earlier (the first interrupt was swallowed)")
 
     def not_reached(self, cell_id: str, adapter: str) -> None:
         """A cell the time budget left out: listed, never counted as run."""
@@ -159,10 +167,13 @@ class ConformanceSession:
 
         record = self.open_cell(cell.id, adapter)
         caller = self.callers[adapter]
+        budget_cut: list[bool] = []
 
         @given(case=strategy)
         def example(case):
+            self.check_interrupted()
             if self.out_of_time:
+                budget_cut.append(True)
                 return  # the budget is spent: the remaining examples finish at once, unrecorded
             spec, recipe = case
             result = run_case(caller, spec, recipe, cell.operation)
@@ -177,8 +188,29 @@ class ConformanceSession:
 
         try:
             reproducible(example, cell.id)()
+        except KeyboardInterrupt:
+            self.cut_short(cell.id, adapter, "the run was interrupted")
+            raise
         finally:
+            if budget_cut:
+                self.cut_short(cell.id, adapter, "the time budget was spent")
             self.write_shard()
+
+    def cut_short(self, cell_id: str, adapter: str, why: str) -> None:
+        """A cell whose exploration stopped early (an interrupt, the time budget): one with no case recorded
+        was not run, and must not stay in the results, where zero cases would read as "unsupported" (or, for
+        a baselined cell, "unexpected pass"); one with some cases says that it was cut short."""
+        record = self.results.cells.get((cell_id, adapter))
+        if record is None:
+            return
+        cases = sum(record.counts.values())
+        if cases == 0:
+            del self.results.cells[(cell_id, adapter)]
+            self.seen_cells.discard((cell_id, adapter))
+            if "budget" in why:
+                self.not_reached(cell_id, adapter)
+        elif not any(note.startswith("cut short") for note in record.notes):
+            record.notes.append(f"cut short: {why} after {cases} case(s)")
 
     def open_cell(self, cell_id: str, adapter: str) -> Any:
         """The cell's record, marked as run and as expected to fail where the baseline says so."""
@@ -217,13 +249,19 @@ class ConformanceSession:
             caller.close()
 
 
-def merge_shards(shard_dir: str | os.PathLike, environment: dict[str, Any] | None, complete: bool) -> Results:
+def merge_shards(
+    shard_dir: str | os.PathLike, environment: dict[str, Any] | None, complete: bool, interrupted: bool = False
+) -> Results:
     """Join a run's shards; a dead process's shard still counts, and the call it died in is recorded.
 
     A process that died in an adapter call (its watchdog's in-flight record says
     so) adds one case to that cell: ``hung`` when the watchdog ended it (a call
     that held the GIL past its timeout), ``crashed`` otherwise; the run is then
-    incomplete, since that cell's exploration was cut short.
+    incomplete, since that cell's exploration was cut short.  In an ``interrupted``
+    run a process may have been ended by the interrupt itself (an xdist worker
+    stopped mid-call, a child killed after ignoring Ctrl-C): such a call is no
+    verdict on the adapter, so it is only named among the reasons, never counted
+    as crashed.
     """
     from conformance.watchdog import read_inflight
 
@@ -241,15 +279,18 @@ def merge_shards(shard_dir: str | os.PathLike, environment: dict[str, Any] | Non
             continue
         record = read_inflight(inflight)
         if record is not None:
-            _record_death(merged, record)
+            _record_death(merged, record, interrupted)
     return merged
 
 
-def _record_death(results: Results, record: dict[str, Any]) -> None:
+def _record_death(results: Results, record: dict[str, Any], interrupted: bool = False) -> None:
     context = record["context"]
     cell, adapter = context.get("cell", "unknown cell"), context.get("adapter", "unknown adapter")
     status = "hung" if record["watchdog_fired"] else "crashed"
     call = f"{adapter}.{record.get('method')} on {context.get('descriptor', 'an unknown problem')}"
+    if interrupted and status == "crashed":
+        results.mark_incomplete(f"interrupted during a call of {call} (cell {cell}; not counted as a case)")
+        return
     if status == "hung":
         what = f"a call of {call} held the GIL past its {record.get('timeout')} s timeout: the watchdog ended it"
     else:

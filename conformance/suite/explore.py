@@ -14,8 +14,12 @@ from conformance.session import ConformanceFailure, ConformanceSession, reproduc
 def run_examples(session: ConformanceSession, cell_id: str, adapter: str, examples) -> None:
     """Run a Hypothesis test of one cell; a baselined failure becomes an expected one."""
     __tracebackhide__ = True
+    session.check_interrupted()
     try:
         reproducible(examples, cell_id)()
+    except KeyboardInterrupt:
+        session.cut_short(cell_id, adapter, "the run was interrupted")  # zero cases must not read as a pass
+        raise
     except Exception as error:
         _expected_or_raise(session, cell_id, adapter, error)
     finally:
