@@ -31,7 +31,14 @@ import sys
 from pathlib import Path
 
 from conformance import __version__
-from conformance.cli_tools import adapters_command, describe_command, report_command, repro_command, write_report_file
+from conformance.cli_tools import (
+    REPRO_EXIT_STATUSES,
+    adapters_command,
+    describe_command,
+    report_command,
+    repro_command,
+    write_report_file,
+)
 
 SUITE = str(Path(__file__).resolve().parent / "suite")
 #: The built-in adapters' known discrepancies, used unless --baseline says otherwise.
@@ -224,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="an earlier results file: what changed since goes first on the page")  # fmt: skip
     report.set_defaults(handler=report_command)
 
-    repro = commands.add_parser("repro", help="re-run one recorded failure")
+    repro = commands.add_parser("repro", help="re-run one recorded failure", epilog=REPRO_EXIT_STATUSES)
     repro.add_argument("results_file")
     repro.add_argument("failure", help="ADAPTER/CELL/N, as listed when the id is unknown")
     repro.add_argument("--script", metavar="FILE", help="also write the failure's standalone repro script here")
