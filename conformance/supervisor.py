@@ -39,6 +39,7 @@ it, leaving the shards and whatever exit status the adapter chose.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -49,6 +50,9 @@ from pathlib import Path
 
 #: Exit statuses of ``conv-conformance run`` and ``fuzz``.
 OK, FAILED, USAGE, INCOMPLETE, SIGINT_EXIT, SIGTERM_EXIT = 0, 1, 2, 3, 130, 143
+_CHILD = (
+    "import json, sys; sys.path[:] = json.loads(sys.argv.pop(1)); import pytest; sys.exit(pytest.main(sys.argv[1:]))"
+)
 RESEND_AFTER = 5.0
 KILL_AFTER = 30.0
 #: Set for the pytest child to the supervisor's pid: the child stops itself if its supervisor dies.
@@ -73,7 +77,11 @@ def supervise(pytest_args: list[str], results_path: str, context: dict) -> int:
     except RunLocked as error:
         print(f"conv-conformance: {error}", file=sys.stderr)
         return USAGE
-    command = [sys.executable, "-m", "pytest", *pytest_args, "--results", results_path, "--run-id", run_id]
+    # The child imports exactly what this process would (its sys.path, not the current directory first as
+    # `python -m` would put it): from a checkout's root, `-m pytest` would import the checkout's conformance
+    # package beside an installed one, and pytest refuses the two copies of the suite's test modules.
+    command = [sys.executable, "-c", _CHILD, json.dumps(sys.path), *pytest_args, "--results", results_path,
+               "--run-id", run_id]  # fmt: skip
     env = {**os.environ, SUPERVISOR_ENV: str(os.getpid()), HELD_ENV: f"{os.getpid()}:{lock.path}"}
     received: list[int] = []
     first: list[float] = []
