@@ -84,8 +84,7 @@ def describe_exception(exc: BaseException) -> str:
         text = str(exc)
     except Exception:  # an exception whose __str__ raises is still an exception
         text = "<its message cannot be printed>"
-    if len(text) > _MESSAGE:  # a backend may print a whole tensor into its message
-        text = text[:_MESSAGE] + f"... ({len(text) - _MESSAGE} more characters)"
+    text = clip(text, _MESSAGE)  # a backend may print a whole tensor into its message
     lines = [f"{name}: {text}" if text else name]
     # The call machinery's frames (this package's, the import system's) say nothing about the backend.
     frames = [
@@ -216,6 +215,12 @@ def plain_versions(adapter: Any) -> dict[str, str]:
     return out
 
 
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, saying how many were left out: an adapter's text (an exception
+    that prints a whole tensor, a 200 MB reason) is untrusted in size as in content."""
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text) - limit} more characters)"
+
+
 def _text(value: Any, limit: int) -> str:
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
@@ -223,7 +228,7 @@ def _text(value: Any, limit: int) -> str:
         text = value if isinstance(value, str) else str(value)
     except Exception:  # huge ints refuse str() (sys.set_int_max_str_digits); __str__ may raise
         text = f"<a {type(value).__name__} that cannot be printed>"
-    return text if len(text) <= limit else text[:limit] + f"... ({len(text) - limit} more characters)"
+    return clip(text, limit)
 
 
 __all__ = [
@@ -231,6 +236,7 @@ __all__ = [
     "METHODS",
     "AdapterInfo",
     "DescribeError",
+    "clip",
     "describe_adapter",
     "describe_exception",
     "detached",

@@ -24,8 +24,10 @@ from conformance.spec import ConvSpec, InvalidSpec, parse_descriptor
 MAX_PRINTED = 4_000
 
 
-def _clip(text: str, n: int = MAX_PRINTED) -> str:
-    return text if len(text) <= n else text[:n] + f"… ({len(text) - n} more characters)"
+def _clip(text: str) -> str:
+    from conformance.calls import clip
+
+    return clip(text, MAX_PRINTED)
 
 
 def _say(text: str, *, error: bool = False) -> None:

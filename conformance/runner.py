@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from conformance import oracle, tolerance
+from conformance.calls import clip
 from conformance.data import DataRecipe, make_grad_output, make_inputs, reduction_lengths
 from conformance.formats import is_representable, round_to
 from conformance.heatmap import heatmap
@@ -143,9 +144,9 @@ def modified_reason(names: tuple[str, ...]) -> str:
             "it is given: the caller's memory is not the backend's scratch space)")  # fmt: skip
 
 
-def _clip(text: str, limit: int = 4000) -> str:
+def _clip(text: str) -> str:
     """An adapter's text as a reason: long enough to act on, never a whole tensor printed into a message."""
-    return text if len(text) <= limit else text[:limit] + f"... ({len(text) - limit} more characters)"
+    return clip(text, 4000)
 
 
 def cannot_express(outcome: Any) -> bool:

@@ -193,10 +193,10 @@ class ConformanceSession:
             raise
         finally:
             if budget_cut:
-                self.cut_short(cell.id, adapter, "the time budget was spent")
+                self.cut_short(cell.id, adapter, "the time budget was spent", budget=True)
             self.write_shard()
 
-    def cut_short(self, cell_id: str, adapter: str, why: str) -> None:
+    def cut_short(self, cell_id: str, adapter: str, why: str, *, budget: bool = False) -> None:
         """A cell whose exploration stopped early (an interrupt, the time budget): one with no case recorded
         was not run, and must not stay in the results, where zero cases would read as "unsupported" (or, for
         a baselined cell, "unexpected pass"); one with some cases says that it was cut short."""
@@ -207,7 +207,7 @@ class ConformanceSession:
         if cases == 0:
             del self.results.cells[(cell_id, adapter)]
             self.seen_cells.discard((cell_id, adapter))
-            if "budget" in why:
+            if budget:
                 self.not_reached(cell_id, adapter)
         elif not any(note.startswith("cut short") for note in record.notes):
             record.notes.append(f"cut short: {why} after {cases} case(s)")

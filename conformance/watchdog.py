@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from conformance.calls import clip
+
 #: Bytes of the in-flight record: fixed, so a short record never leaves a longer one's tail behind.
 RECORD_SIZE = 4096
 #: Characters kept of each context string (a cell id, a descriptor): the record must fit RECORD_SIZE.
@@ -53,7 +55,9 @@ class CallWatchdog:
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         # faulthandler writes to this file's descriptor from its C thread, so it stays open.
         self._traceback = open(self.traceback_path, "w")  # noqa: SIM115
-        self._write({"state": "idle", "pid": os.getpid()})
+        # Written after every call: made once.
+        self._idle = json.dumps({"state": "idle", "pid": os.getpid()}).encode().ljust(RECORD_SIZE)
+        os.pwrite(self._fd, self._idle, 0)
 
     def arm(self, method: str, context: dict[str, Any], timeout: float) -> None:
         record = {
@@ -65,7 +69,7 @@ class CallWatchdog:
 
     def disarm(self) -> None:
         faulthandler.cancel_dump_traceback_later()
-        self._write({"state": "idle", "pid": os.getpid()})
+        os.pwrite(self._fd, self._idle, 0)
 
     def close(self) -> None:
         """Cancel the timer and remove both files: a process that closes its watchdog did not die in a call."""
@@ -101,8 +105,7 @@ def read_inflight(path: str | os.PathLike) -> dict[str, Any] | None:
         text = Path(f"{path}.traceback").read_text(errors="replace")
     except OSError:
         text = ""
-    if len(text) > _TRACEBACK_KEPT:
-        text = text[:_TRACEBACK_KEPT] + f"\n... ({len(text) - _TRACEBACK_KEPT} more characters)"
+    text = clip(text, _TRACEBACK_KEPT)
     context = record.get("context")
     record["context"] = context if isinstance(context, dict) else {}
     record["traceback"] = text

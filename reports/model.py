@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from conformance.calls import clip as _clip
 from conformance.cells import CHAPTERS
 from conformance.coverage import ATTRIBUTES
 from conformance.results import STATUSES, CellRecord, Results
@@ -397,10 +398,6 @@ def as_float(value: Any) -> float | None:
         except ValueError:
             return None
     return None
-
-
-def _clip(text: str, n: int) -> str:
-    return text if len(text) <= n else text[:n] + f"… ({len(text) - n} more characters)"
 
 
 # ----------------------------------------------------------------------- diff

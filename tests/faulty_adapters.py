@@ -421,11 +421,13 @@ class CapabilitiesChangeTheirMind(NumpyConv):
     """Declares float64 only the first time it is asked, everything after: the suite keeps the first answer."""
 
     name = "capabilities-change"
-    asked = 0
+
+    def __init__(self) -> None:
+        self.asked = 0
 
     def capabilities(self) -> Capabilities:
-        type(self).asked += 1
-        dtypes = ("float64",) if type(self).asked == 1 else ("float64", "float32", "float16", "bfloat16")
+        self.asked += 1
+        dtypes = ("float64",) if self.asked == 1 else ("float64", "float32", "float16", "bfloat16")
         return Capabilities(dtypes=dtypes, padding_modes=("zeros",), transposed=False, backward=True)
 
 

@@ -113,8 +113,17 @@ def test_repro_exit_codes_and_bad_scripts(recorded):
 
 @pytest.mark.parametrize(
     "damage",
-    [lambda f: f.pop("spec"), lambda f: f.update(operation="linearity-x"), lambda f: f.update(recipe={"x": 1})],
-    ids=["no-spec", "bad-operation", "bad-recipe"],
+    [
+        lambda f: f.pop("spec"),
+        lambda f: f.update(operation="linearity-x"),
+        lambda f: f.update(recipe={"x": 1}),
+        lambda f: f["spec"].update(dilation=[-1]),
+        lambda f: f["spec"].update(in_channels=-1),
+        lambda f: f["spec"].update(input_size=[10**12]),
+        lambda f: f["spec"].update(stride=[10**30]),
+    ],
+    ids=["no-spec", "bad-operation", "bad-recipe", "breaks-a-rule", "negative-channels", "trillion-elements",
+         "stride-past-int64"],
 )
 def test_repro_of_a_failure_it_cannot_rebuild_is_one_line_and_exit_2(recorded, damage):
     data = json.loads(recorded.read_text())
@@ -173,23 +182,6 @@ def test_a_lone_surrogate_in_adapter_text_does_not_stop_the_report(tmp_path):
     assert done.returncode == 0, done.stderr
     page = (tmp_path / "out.html").read_text(encoding="utf-8")
     assert "bad \\ud800 byte" in page and "note \\udcff" in page
-
-
-@pytest.mark.parametrize(
-    "damage",
-    [
-        lambda f: f["spec"].update(dilation=[-1]),
-        lambda f: f["spec"].update(in_channels=-1),
-        lambda f: f["spec"].update(input_size=[10**12]),
-        lambda f: f["spec"].update(stride=[10**30]),
-    ],
-    ids=["breaks-a-rule", "negative-channels", "trillion-elements", "stride-past-int64"],
-)
-def test_repro_of_an_edited_problem_is_one_line_and_exit_2(recorded, damage):
-    data = json.loads(recorded.read_text())
-    damage(data["cells"][0]["failures"][0])
-    recorded.write_text(json.dumps(data))
-    _one_clean_line(_cli(recorded.parent, "repro", "r.json", FAILURE))
 
 
 def test_repro_of_a_null_failure_entry_is_one_line_and_exit_2(recorded):

@@ -192,6 +192,18 @@ def _wait_for_marker(tmp_path: Path, process: subprocess.Popen) -> None:
         time.sleep(0.05)
 
 
+def _signal_once_inside(tmp_path: Path, process: subprocess.Popen, signum: int) -> str:
+    """Wait until the run is provably inside the last cell, send ``signum`` exactly once, and return the
+    output once it has stopped (killed if it never does)."""
+    try:
+        _wait_for_marker(tmp_path, process)
+        process.send_signal(signum)
+        out, _ = process.communicate(timeout=90)
+    finally:
+        process.kill()
+    return out
+
+
 @pytest.mark.parametrize(
     ("adapter", "signum", "status"),
     [
@@ -209,12 +221,7 @@ def _wait_for_marker(tmp_path: Path, process: subprocess.Popen) -> None:
 )
 def test_one_signal_stops_the_run_and_keeps_what_was_gathered(tmp_path, adapter, signum, status):
     process = _start(tmp_path, f"{HOSTILE}:{adapter}", grace="1,3")
-    try:
-        _wait_for_marker(tmp_path, process)  # the none cell is done; the run is inside the valid one
-        process.send_signal(signum)  # exactly once
-        out, _ = process.communicate(timeout=90)
-    finally:
-        process.kill()
+    out = _signal_once_inside(tmp_path, process, signum)
     assert process.returncode == status, out
     data = _results(tmp_path / "r.json")
     assert not data["complete"], data["incomplete_reasons"]
@@ -231,12 +238,7 @@ def test_an_interrupted_baselined_cell_is_not_an_unexpected_pass(tmp_path):
     (tmp_path / "b.json").write_text(json.dumps({"expected_failures": [
         {"cell": "forward/1d/float64/valid", "adapter": adapter, "reason": "known"}]}))  # fmt: skip
     process = _start(tmp_path, adapter, "1,3", False, "--baseline", "b.json")
-    try:
-        _wait_for_marker(tmp_path, process)
-        process.send_signal(signal.SIGINT)
-        out, _ = process.communicate(timeout=90)
-    finally:
-        process.kill()
+    out = _signal_once_inside(tmp_path, process, signal.SIGINT)
     assert process.returncode == 130, out
     outcomes = {c["cell"]: c["outcome"] for c in _results(tmp_path / "r.json")["cells"]}
     assert outcomes == {"forward/1d/float64/none": "passed"}, outcomes
@@ -246,12 +248,7 @@ def test_an_interrupted_baselined_cell_is_not_an_unexpected_pass(tmp_path):
 def test_a_signal_under_xdist_stops_the_run_and_counts_no_worker_as_crashed(tmp_path, signum):
     # The worker killed mid-call by the interrupt leaves an in-flight record: it must not become a crash.
     process = _start(tmp_path, f"{HOSTILE}:HangsInLastCell", "1,3", False, "-n", "2")
-    try:
-        _wait_for_marker(tmp_path, process)
-        process.send_signal(signum)
-        out, _ = process.communicate(timeout=90)
-    finally:
-        process.kill()
+    out = _signal_once_inside(tmp_path, process, signum)
     assert process.returncode == (143 if signum == signal.SIGTERM else 130), out
     data = _results(tmp_path / "r.json")
     assert not data["complete"] and _cells(data)["forward/1d/float64/none"]["counts"]["passed"] > 0, data
@@ -263,12 +260,7 @@ def test_an_interrupt_swallowed_by_a_gc_callback_stops_the_run_at_the_next_examp
     # The supervisor's resend is 10 minutes away: only the plugin, re-raising the interrupt at the next
     # example, can stop this run in time.
     process = _start(tmp_path, f"{HOSTILE}:InterruptLandsInGcCallback", grace="600,600")
-    try:
-        _wait_for_marker(tmp_path, process)
-        process.send_signal(signal.SIGINT)
-        out, _ = process.communicate(timeout=90)
-    finally:
-        process.kill()
+    out = _signal_once_inside(tmp_path, process, signal.SIGINT)
     assert process.returncode == 130, out
     after = tmp_path / "marker.after"
     calls = after.read_text().splitlines() if after.exists() else []
@@ -281,12 +273,7 @@ def test_an_interrupt_swallowed_by_a_gc_callback_stops_the_run_at_the_next_examp
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
 def test_plain_pytest_treats_sigterm_like_ctrl_c(tmp_path, signum):
     process = _start(tmp_path, f"{HOSTILE}:HangsInLastCell", plain=True)
-    try:
-        _wait_for_marker(tmp_path, process)
-        process.send_signal(signum)
-        out, _ = process.communicate(timeout=90)
-    finally:
-        process.kill()
+    out = _signal_once_inside(tmp_path, process, signum)
     assert process.returncode == 2, out  # pytest's "interrupted"
     data = _results(tmp_path / "r.json")
     assert not data["complete"], data
