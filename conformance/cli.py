@@ -6,6 +6,8 @@
 * ``report RESULTS -o report.html [--baseline OLD]``: the self-contained HTML compliance report.
 * ``repro RESULTS FAILURE``: re-run one recorded failure (and optionally write its standalone script).
 * ``describe DESCRIPTOR``: validate one problem and print its shapes.
+* ``baseline draft RESULTS``: candidate baseline entries from a run's unexpected failures;
+  ``baseline check FILE``: read a baseline file as a run would, and list its entries.
 
 Exit status of ``run`` and ``fuzz`` (a supervised run, see :mod:`conformance.supervisor`):
 
@@ -62,6 +64,8 @@ def _pytest_args(args: argparse.Namespace, profile: str) -> list[str]:
         out += ["-n", args.workers]
     if args.select:
         out += ["-k", args.select]
+    for pattern in args.cell or []:
+        out += ["--cell", pattern]
     if args.max_examples is not None:
         out += ["--max-examples", str(args.max_examples)]
     if args.seed is not None:
@@ -199,7 +203,9 @@ def _suite_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--startup-timeout", type=float, default=300.0, metavar="SECONDS",
                         help="with --isolate: loading the adapter in its worker taking longer is hung (default 300)")
     parser.add_argument("-n", "--workers", default="1", help="pytest-xdist workers (a number or 'auto')")
-    parser.add_argument("-k", dest="select", metavar="EXPR", help="only the cells matching this pytest -k expression")
+    parser.add_argument("--cell", action="append", metavar="GLOB",
+                        help="only the cells whose id matches, repeatable (e.g. 'backward/1d/*'; anchored, unlike -k)")
+    parser.add_argument("-k", dest="select", metavar="EXPR", help="only the tests matching this pytest -k expression")
     # Checked by the plugin's option of the same name (a usage error, exit 2).
     parser.add_argument("--max-examples", type=int, metavar="N", help="examples per cell instead of the profile's")
     parser.add_argument("--seed", type=int, help="Hypothesis seed for the dev and fuzz profiles (ci is derandomized)")
@@ -242,6 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
     describe = commands.add_parser("describe", help="validate one problem and print its shapes")
     describe.add_argument("problem", help="a descriptor such as conv2d_mb2_ic4_oc6_i9x7_k3x2, or the spec's JSON")
     describe.set_defaults(handler=describe_command)
+
+    from conformance.cli_baseline import add_baseline_commands
+
+    add_baseline_commands(commands)
     return parser
 
 

@@ -127,8 +127,10 @@ def repro_command(args: argparse.Namespace) -> int:
     except ResultsError as error:
         print(f"conv-conformance: {error}", file=sys.stderr)
         return 2
+    # Failures are named by the adapter's declared name; the results say which spec loaded it.
+    specs = results.environment.get("adapters") if isinstance(results.environment.get("adapters"), dict) else {}
     failures = {
-        f"{adapter}/{cell}/{i}": (adapter, failure)
+        f"{adapter}/{cell}/{i}": (str(specs.get(adapter) or adapter), failure)
         for (cell, adapter), record in results.cells.items()
         for i, failure in enumerate(record.failures)
     }

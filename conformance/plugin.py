@@ -94,7 +94,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--conformance-profile", choices=PROFILES, default="ci",
                     help="ci: derandomized, fixed budget, no database; dev; fuzz: long, database on")  # fmt: skip
     group.addoption("--baseline", metavar="FILE", default=None,
-                    help="expected failures by cell id (a baseline file, or an earlier results file)")  # fmt: skip
+                    help="known discrepancies: a baseline file of per-case entries (or an earlier results file)")
+    group.addoption("--cell", action="append", default=None, metavar="GLOB",
+                    help="run only the cells whose id matches (repeatable), e.g. 'backward/1d/*'")  # fmt: skip
     group.addoption("--results", metavar="FILE", default=None, help="write the results file here")
     group.addoption("--isolate", action="store_true", default=False,
                     help="run the whole adapter in a child process, so a crash is recorded, not fatal")  # fmt: skip
@@ -177,9 +179,9 @@ def _results_path(config: pytest.Config) -> str | None:
 def pytest_configure(config: pytest.Config) -> None:
     from hypothesis import settings
 
-    from conformance.baseline import read_baseline
+    from conformance.baseline import Baseline, read_baseline
     from conformance.faults import AdapterLoadError
-    from conformance.session import ConformanceSession, register_profiles
+    from conformance.session import ConformanceSession, DuplicateAdapterName, register_profiles
 
     config.addinivalue_line("markers", "conformance: a conv-conformance suite test")
     register_profiles()
@@ -192,7 +194,7 @@ def pytest_configure(config: pytest.Config) -> None:
                                   max_examples=config.getoption("--max-examples"))  # fmt: skip
         profile += "-n"
     settings.load_profile(profile)
-    baseline = {}
+    baseline = Baseline()
     if config.getoption("--baseline"):
         try:
             baseline = read_baseline(config.getoption("--baseline"))
@@ -231,6 +233,11 @@ def pytest_configure(config: pytest.Config) -> None:
             seed=_seed(config),
             max_examples=settings().max_examples,
         )
+    except DuplicateAdapterName as error:
+        if not _is_worker(config) and shard_dir is not None:
+            _remove_shards(Path(shard_dir))
+        _unlock(config)
+        raise pytest.UsageError(f"--adapter: {error}") from None
     except (AdapterLoadError, SystemExit) as error:
         # SystemExit: an adapter module that calls sys.exit() as it is imported cannot be loaded either.
         if not _is_worker(config) and shard_dir is not None:
@@ -343,8 +350,42 @@ def conformance(request: pytest.FixtureRequest):
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "adapter_name" in metafunc.fixturenames:
-        names = metafunc.config.getoption("--adapter") or ["torch"]
+        state = metafunc.config.stash.get(_SESSION_KEY, None)
+        # Declared names: a wrapped or re-registered adapter keeps its test ids and baseline entries.
+        names = state.adapter_names if state is not None else (metafunc.config.getoption("--adapter") or ["torch"])
         metafunc.parametrize("adapter_name", names, ids=names)
+
+
+def cell_id_of(item: pytest.Item) -> str | None:
+    """The conformance cell a collected test explores: its module's ``cell_of(params)``, or None."""
+    cell_of = getattr(getattr(item, "module", None), "cell_of", None)
+    callspec = getattr(item, "callspec", None)
+    if cell_of is None or callspec is None:
+        return None
+    return str(cell_of(callspec.params))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``--cell GLOB``: keep the suite's tests whose cell id matches a glob (anchored, unlike ``-k``:
+    ``backward/1d/*`` is not ``transposed-backward/1d/*``); tests that explore no cell are left alone."""
+    import fnmatch
+
+    patterns = config.getoption("--cell")
+    if not patterns:
+        return
+    keep, drop, used = [], [], set()
+    for item in items:
+        cell = cell_id_of(item)
+        matched = [p for p in patterns if cell is not None and fnmatch.fnmatchcase(cell, p)]
+        used.update(matched)
+        (drop if cell is not None and not matched else keep).append(item)
+    unused = [p for p in patterns if p not in used]
+    if unused and not _is_worker(config) and any(cell_id_of(i) for i in items):
+        raise pytest.UsageError(f"--cell {unused[0]!r} matches no cell of the suite (cell ids look like "
+                                "'forward/2d/float32/same'; globs: *, ?, [...])")  # fmt: skip
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -383,7 +424,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def _finish(session: pytest.Session, state, exitstatus: int) -> None:
-    from conformance.baseline import matches_any
     from conformance.results import now
     from conformance.session import merge_shards
 
@@ -400,7 +440,6 @@ def _finish(session: pytest.Session, state, exitstatus: int) -> None:
     if _is_worker(session.config):
         return
     run = session.config.stash[_RUN_KEY]
-    ran = state.seen_cells
     merged = None
     if state.shard_dir is not None:
         merged = merge_shards(state.shard_dir, state.results.environment, complete=not stopped, interrupted=stopped)
@@ -409,7 +448,9 @@ def _finish(session: pytest.Session, state, exitstatus: int) -> None:
             merged.adapter_errors[name] = error
         for reason in state.results.incomplete_reasons:
             merged.mark_incomplete(reason)
-        ran = set(merged.cells)
+    final = merged if merged is not None else state.results
+    if state.baseline:
+        final.baseline = state.baseline.summary(final, state.adapter_names)
     reasons = _incomplete_reasons(run, stopped)
     if merged is not None:
         for reason in reasons:
@@ -419,12 +460,7 @@ def _finish(session: pytest.Session, state, exitstatus: int) -> None:
         merged.write(run.results_path)
         _remove_shards(state.shard_dir)
     complete = not reasons and not (merged.incomplete_reasons if merged else state.results.incomplete_reasons)
-    for cell, adapter in state.baseline:
-        if adapter in state.adapter_names and not matches_any(cell, adapter, ran):
-            import warnings
-
-            warnings.warn(f"baseline entry matches no cell that ran: {cell} [{adapter}]", stacklevel=1)
-    run.final = merged if merged is not None else state.results
+    run.final = final
     if interrupted(session.config) and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
         # The interrupt was swallowed and the last test finished anyway: still an interrupted run.
         session.exitstatus = pytest.ExitCode.INTERRUPTED
@@ -477,4 +513,4 @@ def _restore_signals(previous: dict[int, object]) -> None:
         signal.signal(signum, handler)
 
 
-__all__ = ["INCOMPLETE", "MAX_EXAMPLES", "SUPERVISOR_ENV", "conformance", "interrupted", "session_of"]
+__all__ = ["INCOMPLETE", "MAX_EXAMPLES", "SUPERVISOR_ENV", "cell_id_of", "conformance", "interrupted", "session_of"]

@@ -1,9 +1,9 @@
 """The results file: every verdict of a run, per cell and adapter, as versioned JSON.
 
-Schema (``"schema": "conv-conformance/results"``, ``"version": 1``)::
+Schema (``"schema": "conv-conformance/results"``, ``"version": 2``; version 1 is still read)::
 
     {
-      "schema": "conv-conformance/results", "version": 1,
+      "schema": "conv-conformance/results", "version": 2,
       "complete": true,                       # false when not every selected test finished in a live process
       "incomplete_reasons": [],               # why not: "interrupted by SIGTERM", "worker gw1 died: ...", ...
       "adapter_errors": {},                   # adapters that could not be run at all:
@@ -12,13 +12,22 @@ Schema (``"schema": "conv-conformance/results"``, ``"version": 1``)::
       "run_id": "12345-0badc0de",             # which run wrote the file (the supervisor's own check)
       "started": "2026-11-25T20:00:00+00:00", "finished": "...",
       "environment": {"suite": "0.1.0", "python": "3.11.7", "numpy": "2.4.6", "platform": "...",
-                      "cpu": "...", "gpus": [...], "profile": "ci", "seed": 0, "command": "...",
-                      "backends": {"torch": {"torch": "2.13.0+cpu"}}},
+                      "cpu": "...", "cpu_flags": [...], "machine": "x86_64", "system": "Linux",
+                      "gpus": [...], "profile": "ci", "seed": 0, "command": "...",
+                      "backends": {"torch": {"torch": "2.13.0+cpu"}},   # keyed by declared adapter name
+                      "adapters": {"torch": "torch"}},                  # declared name -> the --adapter spec
+      "baseline": {"source": "known.json", "deprecated": null,       # each entry: what it explained here
+                   "entries": [{"id": "...", "adapter": ["torch"], "reason": "...", "explained": 12,
+                                "state": "explained"|"stale"|"out of scope"|"not run", "why": "...",
+                                "cells": {"torch: backward/2d/float16/same": 12}}]},
       "cells": [
         {"cell": "forward/2d/float32/same", "adapter": "torch",
-         "outcome": "passed",                # the cell's worst status, or "expected failure" / "unexpected pass"
-         "counts": {"passed": 24, "failed": 0, "unsupported": 0, "mistrusted": 1,
-                    "error": 0, "crashed": 0, "hung": 0},
+         "outcome": "passed",                # the cell's worst status ("expected" reads "expected failure")
+         "counts": {"passed": 24, "failed": 0, "expected": 0, "unsupported": 0, "mistrusted": 1,
+                    "error": 0, "crashed": 0, "hung": 0},  # expected: failing cases a baseline entry explains
+         "explained": {"entry-id": 3},       # cases each baseline entry explained in this cell
+         "detection": {"examples_to_first_failure": 4, "seconds_to_first_failure": 0.8,
+                       "shrink_seconds": 2.1},  # for a cell with an unexplained failure
          "worst_ratio": 0.41,                # largest error/bound among the cell's verdicts
          "notes": ["layout channels_last: unsupported"],
          "seconds": {"candidate": 0.12, "oracle": 0.05},   # time inside the adapter and the oracle
@@ -27,7 +36,8 @@ Schema (``"schema": "conv-conformance/results"``, ``"version": 1``)::
            {"descriptor": "conv2d_mb1_...", "spec": {...}, "recipe": {...}, "operation": "forward",
             "status": "failed", "product": "output", "reason": "...", "verdicts": {...},
             "heatmap": {...},                  # error/bound over one output plane (conformance.heatmap)
-            "repro": "#!/usr/bin/env python3 ..."}]}
+            "repro": "#!/usr/bin/env python3 ..."}],
+         "expected_examples": [{..., "explained_by": "entry-id"}]}   # a few explained failures, as evidence
       ]
     }
 
@@ -52,16 +62,22 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA = "conv-conformance/results"
-VERSION = 1
-STATUSES = ("passed", "failed", "unsupported", "mistrusted", "error", "crashed", "hung")
+VERSION = 2
+#: Versions :func:`read` accepts: version 1 has no "expected" status, no per-entry explanations and no
+#: detection statistics; its cells were expected to fail as a whole (``expected_failure``).
+READABLE_VERSIONS = (1, 2)
+STATUSES = ("passed", "failed", "expected", "unsupported", "mistrusted", "error", "crashed", "hung")
 # Worst first: a cell's outcome is the worst status any of its cases had, except
 # that a mistrusted case (a mostly-zero reference) does not spoil a cell whose
 # other cases passed: mistrust says that case proved little, not that it failed.
 # A cell whose only cases were mistrusted is mistrusted, never passed.
-SEVERITY = ("crashed", "hung", "error", "failed", "passed", "mistrusted", "unsupported")
+# A case a baseline entry explains ("expected") ranks below every unexplained failure: a cell with both fails.
+SEVERITY = ("crashed", "hung", "error", "failed", "expected", "passed", "mistrusted", "unsupported")
 #: Failures kept per cell: counts stay exact, but a cell that fails thousands of
 #: times (a broken backend) must not make the file unreadable.
 MAX_FAILURES_PER_CELL = 5
+#: Explained failures kept per cell, as evidence of what the entry matched (the first ones seen).
+MAX_EXPECTED_EXAMPLES = 2
 
 
 class ResultsError(ValueError):
@@ -80,7 +96,13 @@ class CellRecord:
     worst_ratio: float = 0.0
     notes: list[str] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
+    #: version-1 files only: the whole cell was expected to fail
     expected_failure: bool = False
+    #: baseline entry id -> cases of this cell it explained
+    explained: dict[str, int] = field(default_factory=dict)
+    expected_examples: list[dict[str, Any]] = field(default_factory=list)
+    #: examples_to_first_failure, seconds_to_first_failure, shrink_seconds (cells with an unexplained failure)
+    detection: dict[str, float] = field(default_factory=dict)
     seconds_candidate: float = 0.0
     seconds_oracle: float = 0.0
     #: attribute -> value -> cases (see :mod:`conformance.coverage`)
@@ -98,9 +120,18 @@ class CellRecord:
     @property
     def outcome(self) -> str:
         bad = self.status in ("crashed", "hung", "error", "failed")
-        if self.expected_failure:
+        if self.expected_failure:  # a version-1 file, judged by whole cells
             return "expected failure" if bad else "unexpected pass"
-        return self.status
+        return "expected failure" if self.status == "expected" else self.status
+
+    def explain(self, entry_ids: list[str], failure: dict[str, Any] | None = None) -> None:
+        """Count one failing case as explained by these baseline entries (after :meth:`add` with "expected")."""
+        for entry_id in entry_ids:
+            self.explained[entry_id] = self.explained.get(entry_id, 0) + 1
+        label = " + ".join(entry_ids)
+        fresh = not any(e.get("explained_by") == label for e in self.expected_examples)
+        if failure is not None and fresh and len(self.expected_examples) < MAX_EXPECTED_EXAMPLES:
+            self.expected_examples.append({**failure, "explained_by": label})
 
     def add(
         self,
@@ -117,7 +148,7 @@ class CellRecord:
         self.seconds_oracle += seconds[1]
         if ratio is not None and ratio == ratio and ratio > self.worst_ratio:  # NaN never wins
             self.worst_ratio = ratio
-        if failure is not None:
+        if failure is not None and status != "expected":
             self.failures.append(failure)
             # Keep the most recent: Hypothesis replays the minimal example last.
             del self.failures[:-MAX_FAILURES_PER_CELL]
@@ -134,6 +165,9 @@ class CellRecord:
             "seconds": {"candidate": self.seconds_candidate, "oracle": self.seconds_oracle},
             "coverage": self.coverage,
             "failures": self.failures,
+            "explained": self.explained,
+            "expected_examples": self.expected_examples,
+            "detection": self.detection,
         }
 
     @classmethod
@@ -148,6 +182,9 @@ class CellRecord:
             expected_failure=bool(data.get("expected_failure", False)),
             seconds_candidate=float(data.get("seconds", {}).get("candidate", 0.0)),
             seconds_oracle=float(data.get("seconds", {}).get("oracle", 0.0)),
+            explained={str(k): int(n) for k, n in data.get("explained", {}).items()},
+            expected_examples=list(data.get("expected_examples", [])),
+            detection={str(k): float(v) for k, v in data.get("detection", {}).items()},
             coverage={
                 str(attribute): {str(v): int(n) for v, n in values.items()}
                 for attribute, values in data.get("coverage", {}).items()
@@ -173,7 +210,24 @@ def environment(
         "seed": seed,
         "command": command,
         "backends": backends,
+        **this_machine(),
     }
+
+
+def this_machine() -> dict[str, Any]:
+    """What a baseline entry's scope is judged against, besides backend versions: CPU flags and platform."""
+    return {"cpu_flags": cpu_flags(), "machine": platform.machine(), "system": platform.system()}
+
+
+def cpu_flags() -> list[str] | None:
+    """The CPU's feature flags (``/proc/cpuinfo``), or None where they cannot be read."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return sorted(set(line.split(":", 1)[1].split()))
+    except OSError:
+        pass
+    return None
 
 
 def _cpu_name() -> str:
@@ -210,6 +264,10 @@ class Results:
         self.not_reached: list[str] = []
         #: which run wrote this file (the supervisor tells its own run's file from an older one)
         self.run_id: str | None = None
+        #: what each baseline entry explained (conformance.baseline.Baseline.summary); None without a baseline
+        self.baseline: dict[str, Any] | None = None
+        #: the version of the file this was read from (a version-1 file has whole-cell expectations)
+        self.version = VERSION
 
     def mark_incomplete(self, reason: str) -> None:
         self.complete = False
@@ -234,6 +292,7 @@ class Results:
             "adapter_errors": self.adapter_errors,
             "not_reached": self.not_reached,
             "environment": self.environment,
+            **({"baseline": self.baseline} if self.baseline is not None else {}),
             "cells": [self.cells[k].to_dict() for k in sorted(self.cells)],
         }
 
@@ -251,6 +310,8 @@ class Results:
             for name, e in (data.get("adapter_errors") or {}).items() if isinstance(e, dict)
         }  # fmt: skip
         results.not_reached = [str(c) for c in data.get("not_reached") or []]
+        results.version = data["version"]
+        results.baseline = data.get("baseline") if isinstance(data.get("baseline"), dict) else None
         for i, raw in enumerate(data.get("cells", [])):
             try:
                 record = CellRecord.from_dict(raw)
@@ -267,8 +328,9 @@ class Results:
 def check_schema(data: Any) -> None:
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         raise ResultsError(f"not a conv-conformance results file (schema={_get(data, 'schema')!r})")
-    if data.get("version") != VERSION:
-        raise ResultsError(f"results schema version {data.get('version')!r}; this suite reads version {VERSION}")
+    if data.get("version") not in READABLE_VERSIONS or isinstance(data.get("version"), bool):
+        raise ResultsError(f"results schema version {data.get('version')!r}; this suite reads versions "
+                           + " and ".join(map(str, READABLE_VERSIONS)))
     from conformance.schema import SchemaError, check_results
 
     try:
@@ -379,6 +441,23 @@ def summary_lines(results: Results) -> list[str]:
     if results.not_reached:
         lines.append(f"time budget spent: {len(results.not_reached)} cell(s) not reached (listed under "
                      "'not_reached' in the results; not a failure)")  # fmt: skip
+    return lines + baseline_lines(results.baseline)
+
+
+def baseline_lines(baseline: dict[str, Any] | None) -> list[str]:
+    """What the baseline explained, and each entry that explained nothing here (stale, or out of scope)."""
+    if not baseline:
+        return []
+    entries = baseline.get("entries") or []
+    lines = []
+    if baseline.get("deprecated"):
+        lines.append(f"baseline {baseline.get('source')} {baseline['deprecated']}")
+    used = [e for e in entries if e.get("state") == "explained"]
+    cases = sum(int(e.get("explained", 0)) for e in used)
+    lines.append(f"baseline: {len(used)} of {len(entries)} entries explained {cases} failing case(s)")
+    for entry in entries:
+        if entry.get("state") in ("stale", "out of scope"):
+            lines.append(f"  {entry.get('state')}: {entry.get('id')} ({entry.get('why')})")
     return lines
 
 
@@ -395,6 +474,10 @@ def merge(parts: list[Results], environment: dict[str, Any] | None = None) -> Re
             into.notes += [n for n in record.notes if n not in into.notes]
             into.failures = (into.failures + record.failures)[-MAX_FAILURES_PER_CELL:]
             into.expected_failure |= record.expected_failure
+            for entry_id, n in record.explained.items():
+                into.explained[entry_id] = into.explained.get(entry_id, 0) + n
+            into.expected_examples = (into.expected_examples + record.expected_examples)[:MAX_EXPECTED_EXAMPLES]
+            into.detection = into.detection or dict(record.detection)
             into.seconds_candidate += record.seconds_candidate
             into.seconds_oracle += record.seconds_oracle
             for attribute, values in record.coverage.items():
@@ -418,12 +501,15 @@ __all__ = [
     "CellRecord",
     "Results",
     "ResultsError",
+    "baseline_lines",
+    "cpu_flags",
     "environment",
     "merge",
     "read",
     "same_file",
     "strict",
     "summary_lines",
+    "this_machine",
     "unwritable",
     "write_json",
 ]

@@ -279,13 +279,15 @@ CELL = Object(
         "outcome": Str(), "expected_failure": Bool(), "counts": MapOf(Int(0)), "worst_ratio": Number(),
         "notes": ListOf(Str()), "seconds": Object(optional={"candidate": Number(), "oracle": Number()}),
         "coverage": MapOf(MapOf(Int(0))), "failures": ListOf(Nullable(FAILURE)),
+        "explained": MapOf(Int(0)), "expected_examples": ListOf(FAILURE), "detection": MapOf(Number()),
     },
 )  # fmt: skip
 
 ENVIRONMENT = Object(optional={
     **{name: Scalar() for name in ("suite", "python", "numpy", "platform", "cpu", "profile", "seed", "command",
                                    "max_examples")},
-    "gpus": ListOf(Scalar()), "backends": MapOf(MapOf(Scalar())),
+    "gpus": ListOf(Scalar()), "backends": MapOf(MapOf(Scalar())), "cpu_flags": Nullable(ListOf(Str())),
+    "machine": Scalar(), "system": Scalar(), "adapters": MapOf(Str()),
 })  # fmt: skip
 
 RESULTS = Object(
@@ -294,6 +296,12 @@ RESULTS = Object(
         "complete": Bool(), "started": Nullable(Str()), "finished": Nullable(Str()), "run_id": Nullable(Str()),
         "environment": Nullable(ENVIRONMENT), "incomplete_reasons": ListOf(Str()), "not_reached": ListOf(Str()),
         "adapter_errors": MapOf(Object(optional={"status": Str(), "message": Str()})),
+        "baseline": Object(optional={
+            "source": Nullable(Str()), "deprecated": Nullable(Str()),
+            "entries": ListOf(Object(required={"id": Str()}, optional={
+                "adapter": ListOf(Str()), "reason": Str(), "state": Str(), "why": Str(), "explained": Int(0),
+                "cells": MapOf(Int(0))})),
+        }),
     },
 )  # fmt: skip
 
@@ -322,7 +330,8 @@ def check_results(data: Any) -> None:
 
 
 def check_baseline(data: Any) -> None:
-    """The structure of a baseline file: ``{"expected_failures": [{"cell", "adapter", "reason"}, ...]}``."""
+    """The structure of a version-1 baseline file: ``{"expected_failures": [{"cell", "adapter", "reason"}]}``
+    (version 2 is checked field by field in :mod:`conformance.baseline`, which refuses unknown fields)."""
     check(data, BASELINE)
 
 

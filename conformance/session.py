@@ -18,7 +18,7 @@ from typing import Any
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis.database import DirectoryBasedExampleDatabase
 
-from conformance.baseline import BaselineEntry, BaselineError, expected_failure, matches_any, read_baseline
+from conformance.baseline import Baseline, BaselineError, Entry, read_baseline
 from conformance.results import Results, ResultsError, environment, merge, read
 
 PROFILES = ("ci", "dev", "fuzz")
@@ -69,6 +69,10 @@ class ConformanceFailure(AssertionError):
     """Raised inside a Hypothesis example so that it shrinks; carries the case."""
 
 
+class DuplicateAdapterName(ValueError):
+    """Two adapters of one run declare the same name: their results, test ids and baseline entries would mix."""
+
+
 class ConformanceSession:
     """One process's run: its adapter callers, its results, and its shard in the run's private directory.
 
@@ -81,6 +85,13 @@ class ConformanceSession:
     cannot load is a usage error (:class:`~conformance.faults.AdapterLoadError`,
     raised from here); one that loads but cannot be run is kept in
     ``broken`` and in the results' ``adapter_errors``, and its cells are not run.
+
+    An adapter is known by its declared ``name`` (results, test ids and baseline
+    entries use it), so a team that wraps or re-registers an adapter keeps its
+    baseline; ``adapters`` are the load specs given to ``--adapter``, and
+    ``identities`` may map a spec to the name to use instead (the mutant
+    meta-test runs each mutant as "torch").  An adapter that declares no name is
+    known by its spec; two with one name are refused (:class:`DuplicateAdapterName`).
     """
 
     def __init__(
@@ -91,7 +102,7 @@ class ConformanceSession:
         shard_dir: str | os.PathLike | None = None,
         shard_name: str = "main",
         run_id: str | None = None,
-        baseline: dict[tuple[str, str], BaselineEntry] | None = None,
+        baseline: Baseline | None = None,
         timeout: float | None = 60.0,
         startup_timeout: float | None = 300.0,
         isolate: bool = False,
@@ -99,29 +110,45 @@ class ConformanceSession:
         time_budget: float | None = None,
         seed: str | None = None,
         max_examples: int | None = None,
+        identities: dict[str, str] | None = None,
     ) -> None:
         from conformance.faults import AdapterBroken, AdapterCaller
 
-        self.adapter_names = adapters
         self.profile = profile
-        self.baseline = baseline or {}
+        self.baseline = baseline if baseline is not None else Baseline()
         self.shard_dir = Path(shard_dir) if shard_dir is not None else None
         self.shard_name = shard_name
         watchdog = self.shard_dir / f"{shard_name}.inflight" if self.shard_dir is not None else None
-        self.callers = {
-            name: AdapterCaller(name, timeout=timeout, isolate=isolate, startup_timeout=startup_timeout,
-                                watchdog=None if watchdog is None else f"{watchdog}.{i}")
-            for i, name in enumerate(adapters)
-        }  # fmt: skip
+        #: declared name -> caller, and declared name -> the spec it was loaded from
+        self.callers: dict[str, AdapterCaller] = {}
+        self.adapter_specs: dict[str, str] = {}
         self.broken: dict[str, AdapterBroken] = {}
         backends = {}
-        for name, caller in self.callers.items():
+        for i, spec in enumerate(adapters):
+            caller = AdapterCaller(spec, timeout=timeout, isolate=isolate, startup_timeout=startup_timeout,
+                                   watchdog=None if watchdog is None else f"{watchdog}.{i}")  # fmt: skip
             try:
-                backends[name] = caller.info().versions  # AdapterLoadError propagates: a usage error
-            except AdapterBroken as broken:
+                info = caller.info()  # AdapterLoadError propagates: a usage error
+                name, versions, broken = (identities or {}).get(spec) or info.name or spec, info.versions, None
+            except AdapterBroken as error:
+                name, versions, broken = (identities or {}).get(spec) or spec, {"error": error.message[:500]}, error
+            if name in self.callers:
+                for other in [*self.callers.values(), caller]:
+                    other.close()
+                raise DuplicateAdapterName(
+                    f"adapters {self.adapter_specs[name]!r} and {spec!r} both declare the name {name!r}: "
+                    "results and baseline entries are keyed by it, so one run takes one adapter of each name"
+                )
+            self.callers[name], self.adapter_specs[name], backends[name] = caller, spec, versions
+            if broken is not None:
                 self.broken[name] = broken
-                backends[name] = {"error": broken.message[:500]}
+            caller.context.update(adapter=name)
+        #: the adapters' declared names, in the order given
+        self.adapter_names = list(self.callers)
         self.results = Results(environment(profile, seed, backends, command))
+        self.results.environment["adapters"] = dict(self.adapter_specs)
+        for name in self.adapter_names:
+            self.baseline.scope_for(name, backends[name], self.results.environment)
         self.results.run_id = run_id
         for name, broken in self.broken.items():
             self.results.adapter_errors[name] = {"status": broken.status, "message": broken.message}
@@ -133,6 +160,7 @@ class ConformanceSession:
         #: callback, by a backend) is raised again at the next example, so one Ctrl-C always stops the run
         self.stop_signal: int | None = None
         self.deadline = time.monotonic() + 60 * time_budget if time_budget else math.inf
+        self._cell_started: dict[tuple[str, str], float] = {}
 
     @property
     def out_of_time(self) -> bool:
@@ -177,14 +205,13 @@ class ConformanceSession:
                 return  # the budget is spent: the remaining examples finish at once, unrecorded
             spec, recipe = case
             result = run_case(caller, spec, recipe, cell.operation)
-            failure = result.to_dict() if result.status in BAD else None
-            record.add(result.status, result.ratio, failure, (result.seconds_candidate, result.seconds_oracle),
-                       case_attributes(spec, recipe, cell.operation))  # fmt: skip
-            if result.status in BAD:
-                message = f"{result.status}: {adapter}.conv({spec.descriptor()}) [{recipe.describe()}]\n{result.reason}"
-                if result.repro:
-                    message += "\nstandalone repro script kept in the results file"
-                raise ConformanceFailure(message)
+            message = f"{result.status}: {adapter}.conv({spec.descriptor()}) [{recipe.describe()}]\n{result.reason}"
+            if result.repro:
+                message += "\nstandalone repro script kept in the results file"
+            self.judge(record, result.status, ratio=result.ratio,
+                       failure=result.to_dict() if result.status in BAD else None,
+                       seconds=(result.seconds_candidate, result.seconds_oracle),
+                       attributes=case_attributes(spec, recipe, cell.operation), message=message)  # fmt: skip
 
         try:
             reproducible(example, cell.id)()
@@ -194,7 +221,50 @@ class ConformanceSession:
         finally:
             if budget_cut:
                 self.cut_short(cell.id, adapter, "the time budget was spent", budget=True)
+            self.finish_cell(record)
             self.write_shard()
+
+    def judge(
+        self,
+        record: Any,
+        status: str,
+        *,
+        ratio: float | None = None,
+        failure: dict[str, Any] | None = None,
+        seconds: tuple[float, float] = (0.0, 0.0),
+        attributes: dict[str, str] | None = None,
+        message: str = "",
+    ) -> None:
+        """Record one case of ``record``'s cell; raise :class:`ConformanceFailure` (Hypothesis shrinks it) when it
+        failed and no baseline entry explains it.
+
+        An explained failure is recorded as ``expected`` and does not stop the cell: its exploration goes on,
+        so a different bug in the same cell is still found, and shrinking only ever follows unexplained ones.
+        """
+        if status in BAD and failure is not None:
+            entries = self.baseline.explain(record.cell, record.adapter, failure)
+            if entries:
+                record.add("expected", ratio, None, seconds, attributes)
+                record.explain([entry.id for entry in entries], failure)
+                return
+        record.add(status, ratio, failure, seconds, attributes)
+        if status in BAD:
+            self._first_failure(record)
+            raise ConformanceFailure(message or f"{status}: {failure.get('reason', '') if failure else ''}")
+
+    def _first_failure(self, record: Any) -> None:
+        """Detection statistics: examples until the cell's first unexplained failure, and when it came."""
+        if "examples_to_first_failure" not in record.detection:
+            record.detection["examples_to_first_failure"] = sum(record.counts.values())
+            record.detection["seconds_to_first_failure"] = time.monotonic() - self._cell_started.get(
+                (record.cell, record.adapter), time.monotonic())
+
+    def finish_cell(self, record: Any) -> None:
+        """Shrink time: from the first unexplained failure until Hypothesis let go of the cell."""
+        started = self._cell_started.pop((record.cell, record.adapter), None)
+        found = record.detection.get("seconds_to_first_failure")
+        if started is not None and found is not None and "shrink_seconds" not in record.detection:
+            record.detection["shrink_seconds"] = max(0.0, time.monotonic() - started - found)
 
     def cut_short(self, cell_id: str, adapter: str, why: str, *, budget: bool = False) -> None:
         """A cell whose exploration stopped early (an interrupt, the time budget): one with no case recorded
@@ -216,13 +286,10 @@ class ConformanceSession:
         """The cell's record, marked as run and as expected to fail where the baseline says so."""
         record = self.results.cell(cell_id, adapter)
         self.seen_cells.add((cell_id, adapter))
-        record.expected_failure = self.expected(cell_id, adapter) is not None
+        self._cell_started.setdefault((cell_id, adapter), time.monotonic())
         # What the in-process watchdog records if this process dies in one of the cell's calls.
         self.callers[adapter].context.update(cell=cell_id, adapter=adapter)
         return record
-
-    def expected(self, cell_id: str, adapter: str) -> BaselineEntry | None:
-        return expected_failure(self.baseline, cell_id, adapter)
 
     def record_unsupported(self, cell: Any, adapter: str, reason: str) -> None:
         record = self.results.cell(cell.id, adapter)
@@ -304,12 +371,12 @@ def _record_death(results: Results, record: dict[str, Any], interrupted: bool = 
 __all__ = [
     "BAD",
     "PROFILES",
-    "BaselineEntry",
+    "Baseline",
     "BaselineError",
     "ConformanceFailure",
     "ConformanceSession",
-    "expected_failure",
-    "matches_any",
+    "DuplicateAdapterName",
+    "Entry",
     "merge_shards",
     "read_baseline",
     "register_profiles",

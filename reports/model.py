@@ -92,6 +92,10 @@ class Card:
     repro_command: str
     others: list[dict[str, Any]]
     more: int
+    #: the baseline entries that explained this card's case (an expected failure), else ""
+    explained_by: str = ""
+    #: how the search found the cell's first unexplained failure: label -> value, as text
+    detection: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -120,6 +124,9 @@ class Report:
     total_cases: int
     incomplete_reasons: list[str] = field(default_factory=list)
     adapter_errors: list[tuple[str, str, str]] = field(default_factory=list)
+    #: what each baseline entry explained in this run (results' "baseline"), rows of plain strings
+    baseline_entries: list[dict[str, str]] = field(default_factory=list)
+    baseline_note: str = ""
     outcomes: tuple[str, ...] = OUTCOMES
     rate_formula: str = RATE_FORMULA
     rate_note: str = RATE_NOTE
@@ -127,12 +134,13 @@ class Report:
 
 
 def case_outcomes(record: CellRecord) -> dict[str, int]:
-    """The record's case counts in the reader's terms: a baselined cell's bad cases are expected
-    failures, and the passing cases of a cell that was expected to fail are unexpected passes."""
+    """The record's case counts in the reader's terms: a case a baseline entry explained is an expected
+    failure.  (A version-1 results file expected whole cells to fail: there a baselined cell's bad cases are
+    expected failures, and the passing cases of a cell that was expected to fail are unexpected passes.)"""
     out = dict.fromkeys(OUTCOMES, 0)
     for status in STATUSES:
         n = int(record.counts.get(status, 0))
-        if record.expected_failure and status in BAD:
+        if status == "expected" or (record.expected_failure and status in BAD):
             out["expected failure"] += n
         elif record.outcome == "unexpected pass" and status == "passed":
             out["unexpected pass"] += n
@@ -169,7 +177,34 @@ def build(results: Results, *, results_path: str = "", baseline: Results | None 
         incomplete_reasons=[_clip(r, MAX_TEXT) for r in results.incomplete_reasons[:20]],
         adapter_errors=[(_clip(name, 200), _clip(e.get("status", ""), 20), _clip(e.get("message", ""), MAX_TEXT))
                         for name, e in sorted(results.adapter_errors.items())],
+        baseline_entries=_baseline_entries(results.baseline),
+        baseline_note=_clip(_baseline_note(results.baseline), MAX_TEXT),
     )
+
+
+def _baseline_entries(baseline: dict[str, Any] | None) -> list[dict[str, str]]:
+    """Per entry: what it explained here, or why nothing (stale, out of scope, not run)."""
+    rows = []
+    for entry in (baseline or {}).get("entries") or []:
+        if not isinstance(entry, dict):
+            continue
+        cells = entry.get("cells") if isinstance(entry.get("cells"), dict) else {}
+        rows.append({"id": _clip(str(entry.get("id", "")), 200), "state": _clip(str(entry.get("state", "")), 40),
+                     "adapter": _clip(", ".join(map(str, entry.get("adapter") or [])), 300),
+                     "explained": str(entry.get("explained", 0)),
+                     "cells": _clip(", ".join(f"{c} ({n})" for c, n in sorted(cells.items())), MAX_TEXT),
+                     "why": _clip(str(entry.get("why", "")), MAX_TEXT),
+                     "reason": _clip(str(entry.get("reason", "")), MAX_TEXT)})  # fmt: skip
+    return rows
+
+
+def _baseline_note(baseline: dict[str, Any] | None) -> str:
+    if not baseline:
+        return ""
+    note = f"baseline: {baseline.get('source') or 'given'}"
+    if baseline.get("deprecated"):
+        note += f" — it {baseline['deprecated']}"
+    return note
 
 
 # --------------------------------------------------------------------- header
@@ -245,7 +280,7 @@ def _matrix(records: list[CellRecord], adapters: list[str]) -> list[dict[str, An
             "bad": sum(record.counts.get(s, 0) for s in BAD),
             "worst_ratio": as_float(record.worst_ratio),
             "notes": _clip("; ".join(record.notes), MAX_TEXT),
-            "anchor": _anchor(record.cell, record.adapter) if record.status in BAD else None,
+            "anchor": _anchor(record.cell, record.adapter) if record.status in (*BAD, "expected") else None,
         }
     for row in rows.values():
         row["outcomes"] = " ".join(sorted({c["outcome"] for c in row["by_adapter"].values()}))
@@ -293,12 +328,12 @@ def _natural(value: str) -> tuple:
 
 
 def _cards(records: list[CellRecord], results_path: str) -> tuple[list[Card], list[dict[str, Any]]]:
-    failing = [r for r in records if r.status in BAD]
+    failing = [r for r in records if r.status in (*BAD, "expected")]
     # Unexpected failures first: they are what a reader must act on.
-    failing.sort(key=lambda r: (r.expected_failure, _cell_order(r.cell), r.adapter))
+    failing.sort(key=lambda r: (r.outcome == "expected failure", _cell_order(r.cell), r.adapter))
     cards, rest = [], []
     for record in failing:
-        if len(cards) < MAX_CARDS and record.failures:
+        if len(cards) < MAX_CARDS and (record.failures or record.expected_examples):
             cards.append(_card(record, results_path))
         else:
             last = record.failures[-1] if record.failures else {}
@@ -311,6 +346,9 @@ def _cards(records: list[CellRecord], results_path: str) -> tuple[list[Card], li
 
 def _card(record: CellRecord, results_path: str) -> Card:
     failures = [f for f in record.failures if isinstance(f, dict)]
+    explained = not failures  # only explained failures: the card shows one of them, and names its entries
+    if explained:
+        failures = [f for f in record.expected_examples if isinstance(f, dict)][-1:]
     minimal = failures[-1] if failures else {}
     index = len(record.failures) - 1
     repro = minimal.get("repro")
@@ -328,11 +366,26 @@ def _card(record: CellRecord, results_path: str) -> Card:
         heatmap=minimal.get("heatmap") if isinstance(minimal.get("heatmap"), dict) else None,
         repro=repro,
         repro_note=_clip(str(minimal.get("repro_note", "")), MAX_TEXT),
-        repro_command=f"conv-conformance repro {results_path or 'RESULTS.json'} "
+        repro_command="" if explained else f"conv-conformance repro {results_path or 'RESULTS.json'} "
         f"{record.adapter}/{record.cell}/{index} --script repro.py",
         others=[_brief(f) for f in reversed(others)],
         more=max(0, len(failures) - 1 - len(others)),
+        explained_by=_clip(str(minimal.get("explained_by", "")), 500) if explained else "",
+        detection=_detection(record.detection),
     )
+
+
+def _detection(detection: dict[str, Any]) -> list[tuple[str, str]]:
+    """Examples until the first unexplained failure, when it came, and how long shrinking took."""
+    labels = (("examples_to_first_failure", "examples until the first failure", "{:.0f}"),
+              ("seconds_to_first_failure", "seconds until the first failure", "{:.2f}"),
+              ("shrink_seconds", "seconds shrinking", "{:.2f}"))  # fmt: skip
+    rows = []
+    for key, label, fmt in labels:
+        value = as_float(detection.get(key)) if isinstance(detection, dict) else None
+        if value is not None and math.isfinite(value):
+            rows.append((label, fmt.format(value)))
+    return rows
 
 
 #: The minimal failure's fields a card shows as text.

@@ -485,3 +485,7 @@ class HoldsTheGil(NumpyConv):
 
     name = "holds-the-gil"
     prepare = "if x.shape[0] > 1:\n    import re\n    re.match(r'(a+)+$', 'a' * 64 + 'b')"
+
+
+class CorrectUnderAnotherClass(Correct):
+    """Right, and declares the same name as Correct: two adapters of one name cannot share a run."""

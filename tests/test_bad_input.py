@@ -100,7 +100,7 @@ def recorded(tmp_path: Path) -> Path:
     return tmp_path / "r.json"
 
 
-FAILURE = f"{FAULTY}:OffByOne/forward/1d/float64/none/0"
+FAILURE = "off-by-one/forward/1d/float64/none/0"  # by the adapter's declared name
 
 
 def test_repro_exit_codes_and_bad_scripts(recorded):

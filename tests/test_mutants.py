@@ -44,6 +44,8 @@ import pytest
 
 pytest.importorskip("torch", reason="PyTorch is not installed: pip install -e '.[torch]'")
 
+from conformance.baseline import parse_baseline, read_baseline
+from conformance.cli import DEFAULT_BASELINE
 from conformance.session import BAD
 from conformance.spec import ConvSpec
 from tests.mutants import MUTANTS, Mutant, Unmutated, adapter_ref
@@ -137,6 +139,35 @@ def test_mutant_is_caught(
         f"({', '.join(f'{c.cell}: {c.cases} cases' for c in stats.cells)}); seeded catch rates "
         f"{rates}. Fix the strategies or the verdict, not the mutant."
     )
+
+
+@pytest.mark.parametrize("mutant", MUTANTS, ids=lambda m: m.name)
+def test_the_shipped_baseline_masks_no_mutant(mutant: type[Mutant], request: pytest.FixtureRequest) -> None:
+    """A known bug may never hide a new one: run as "torch", with every shipped torch entry in force (each
+    mutant is torch plus one bug), the mutant is still caught, by an unexplained failure, in every target cell
+    where it is caught without a baseline."""
+    plain = measure(mutant, adapter_ref(mutant), with_reference=False)
+    shipped = read_baseline(DEFAULT_BASELINE)
+    masked = measure(mutant, adapter_ref(mutant), baseline=shipped, identity="torch", with_reference=False)
+    with_baseline = {cell.cell: cell for cell in masked.cells}
+    hidden = [cell.cell for cell in plain.cells if cell.caught and not with_baseline[cell.cell].caught]
+    caught = [cell.cell for cell in plain.cells if cell.caught]
+    request.node.user_properties.append(("caught without, with the baseline", (len(caught), len(caught) - len(hidden))))
+    assert not hidden, (
+        f"{mutant.name}: the shipped baseline explains away its failures in {hidden} "
+        f"({', '.join(f'{c}: {with_baseline[c].outcome}' for c in hidden)}): an entry there is wider than its bug"
+    )
+
+
+def test_the_masking_check_sees_an_entry_wider_than_its_bug() -> None:
+    # The check above can fail: an entry that expects every forward failure of torch hides a flipped kernel.
+    wide = parse_baseline({"schema": "conv-conformance/baseline", "version": 2, "entries": [
+        {"id": "too-wide", "adapter": "torch", "reason": "any forward failure", "when": {"chapter": "forward"}}]})
+    mutant = next(m for m in MUTANTS if m.name == "mutant-flipped-kernel")
+    plain = measure(mutant, adapter_ref(mutant), with_reference=False)
+    masked = measure(mutant, adapter_ref(mutant), baseline=wide, identity="torch", with_reference=False)
+    assert any(c.caught for c in plain.cells) and not any(c.caught for c in masked.cells)
+    assert {c.outcome for c in masked.cells} == {"expected failure"}
 
 
 # ------------------------------------------------------------------ statistics

@@ -26,7 +26,7 @@ from reports import render
 from reports.model import MAX_CARDS, build, pass_rate
 
 ROOT = Path(__file__).resolve().parents[1]
-LAST_ROW = "tests.faulty_adapters:LastRowLow"
+LAST_ROW = "last-row-low"  # tests.faulty_adapters:LastRowLow, by its declared name
 
 
 def _cli(cwd: Path, *args: str) -> subprocess.CompletedProcess:
@@ -223,7 +223,34 @@ def test_pass_rate_leaves_out_unsupported_and_mistrusted():
     assert pass_rate({"unsupported": 4}) is None
 
 
-def test_expected_failures_and_unexpected_passes_are_counted_as_such():
+def test_explained_cases_are_expected_failures_with_their_entry_and_the_baseline_table():
+    results = Results({})
+    record = results.cell("backward/2d/float16/same", "torch")
+    record.add("passed")
+    record.add("expected", 3.0)
+    record.explain(["torch-half-pad-fold"], _failure(SPEC))
+    broken = results.cell("forward/2d/float32/same", "torch")
+    broken.add("failed", 9.0, _failure(SPEC))
+    broken.detection = {"examples_to_first_failure": 4, "seconds_to_first_failure": 0.5, "shrink_seconds": 1.25}
+    results.baseline = {"source": "known.json", "deprecated": None, "entries": [
+        {"id": "torch-half-pad-fold", "adapter": ["torch"], "reason": "rounds twice", "state": "explained",
+         "why": "", "explained": 1, "cells": {"torch: backward/2d/float16/same": 1}},
+        {"id": "old-bug", "adapter": ["torch"], "reason": "fixed?", "state": "stale", "why": "no case fits it",
+         "explained": 0, "cells": {}}]}  # fmt: skip
+    report = build(results)
+    summary = report.summaries[0]
+    assert summary.cells["expected failure"] == 1 and summary.cells["failed"] == 1
+    assert summary.cases["expected failure"] == 1 and summary.cases["passed"] == 1
+    # The unexpected failure's card comes first, with how it was found; the explained one names its entry.
+    assert [c.outcome for c in report.cards] == ["failed", "expected failure"]
+    assert report.cards[0].detection[0] == ("examples until the first failure", "4")
+    assert report.cards[1].explained_by == "torch-half-pad-fold" and not report.cards[1].repro_command
+    assert [e["state"] for e in report.baseline_entries] == ["explained", "stale"]
+    page = render(results)
+    assert "torch-half-pad-fold" in page and "seconds shrinking: 1.25" in page and 'id="baseline"' in page
+
+
+def test_version_1_expected_failures_and_unexpected_passes_are_counted_as_such():
     results = Results({})
     xfail = results.cell("forward/2d/float16/same", "torch")
     xfail.expected_failure = True

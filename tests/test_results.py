@@ -41,7 +41,17 @@ def test_outcome_is_the_worst_status_and_unsupported_is_never_a_pass():
     assert _results({"passed": 5, "hung": 1}).cells[("forward/2d/float32/same", "torch")].outcome == "hung"
 
 
-def test_expected_failures_and_unexpected_passes():
+def test_explained_cases_make_an_expected_failure_and_an_unexplained_one_still_fails():
+    record = _results({"passed": 2}).cells[("forward/2d/float32/same", "torch")]
+    record.add("expected")
+    record.explain(["known"], {"descriptor": "d", "status": "failed"})
+    assert record.outcome == "expected failure" and record.explained == {"known": 1}
+    assert record.expected_examples[0]["explained_by"] == "known" and not record.failures
+    record.add("failed", 3.0, {"descriptor": "e"})
+    assert record.outcome == "failed"
+
+
+def test_version_1_results_keep_whole_cell_expectations():
     failing = _results({"failed": 1}).cells[("forward/2d/float32/same", "torch")]
     failing.expected_failure = True
     assert failing.outcome == "expected failure"
@@ -81,15 +91,19 @@ def test_malformed_results_files_are_named(tmp_path, text, message):
         read(path)
 
 
-def test_baseline_file_and_results_file_as_baseline(tmp_path):
+def test_the_deprecated_baseline_form_and_a_results_file_as_baseline(tmp_path):
     path = tmp_path / "baseline.json"
     path.write_text(json.dumps({"expected_failures": [
-        {"cell": "invalid/2d/float32/any", "adapter": "torch", "reason": "torch accepts output_padding >= stride"}]}))
-    entries = read_baseline(path)
-    assert entries[("invalid/2d/float32/any", "torch")].reason.startswith("torch accepts")
+        {"cell": "invalid/2d/float32/*", "adapter": "torch", "reason": "torch accepts output_padding >= stride"}]}))
+    baseline = read_baseline(path)
+    assert baseline.deprecated and baseline.entries[0].reason.startswith("torch accepts")
+    assert baseline.explain("invalid/2d/float32/rank", "torch", {"status": "failed"})
+    assert not baseline.explain("forward/2d/float32/same", "torch", {"status": "failed"})
     results_path = tmp_path / "old.json"
     _results({"failed": 1}).write(results_path)
-    assert ("forward/2d/float32/same", "torch") in read_baseline(results_path)
+    drafted = read_baseline(results_path)
+    assert [e.adapters for e in drafted.entries] == [("torch",)]
+    assert drafted.explain("forward/2d/float32/same", "torch", {"status": "failed"})
 
 
 @pytest.mark.parametrize("text", ["[]", '{"expected_failures": [{"cell": "x"}]}', "{"])

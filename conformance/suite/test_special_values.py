@@ -15,6 +15,11 @@ from conformance.strategies import conv_cases
 from conformance.suite.explore import explore_cell
 
 
+def cell_of(params: dict) -> str:
+    """The cell id a parametrization of this chapter explores (what ``--cell`` matches)."""
+    return Cell("special", params["dims"], params["dtype"], "any").id
+
+
 @pytest.mark.conformance
 @pytest.mark.parametrize("dims", (1, 2, 3))
 @pytest.mark.parametrize("dtype", DTYPES)
