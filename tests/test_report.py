@@ -421,3 +421,19 @@ def test_render_does_not_change_the_results():
     before = copy.deepcopy(results.to_dict())
     render(results)
     assert results.to_dict() == before
+
+
+def test_a_version_1_results_file_still_reads_and_renders(tmp_path):
+    # Written by the suite before per-case baselines: whole-cell expectations, no "expected" status.
+    old = {"schema": SCHEMA, "version": 1, "complete": True, "environment": {"profile": "ci"}, "cells": [
+        {"cell": "forward/2d/float16/same", "adapter": "torch", "outcome": "expected failure",
+         "expected_failure": True, "counts": {"passed": 3, "failed": 1}, "failures": [_failure(SPEC)]},
+        {"cell": "forward/2d/bfloat16/same", "adapter": "torch", "outcome": "unexpected pass",
+         "expected_failure": True, "counts": {"passed": 4}}]}  # fmt: skip
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(old))
+    results = read(path)
+    assert results.version == 1
+    summary = build(results).summaries[0]
+    assert summary.cells["expected failure"] == 1 and summary.cells["unexpected pass"] == 1
+    assert "expected failure" in render(results)
