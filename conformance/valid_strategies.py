@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
 from conformance.data import DISTRIBUTIONS, MAX_SCALE, DataRecipe
-from conformance.geometry import draw_geometry, only
+from conformance.geometry import draw_geometry, form_cost, only
 from conformance.spec import DTYPES, LAYOUTS, PADDING_FORMS, PADDING_MODES, ConvSpec
 
 #: A transposed convolution takes explicit padding only.
@@ -34,6 +34,8 @@ SPARSITIES: tuple[float, ...] = (0.0, 0.5, 0.9)
 
 # Depthwise-multiplier channel multipliers: 2 and 3 cover even and odd.
 _MAX_MULTIPLIER = 3
+# The fewest channel MACs (groups * in/groups * out/groups) of each group kind.
+_KIND_FLOOR = {"one": 1, "depthwise": 2, "depthwise_multiplier": 4, "other": 2}
 
 
 # ------------------------------------------------------------- arguments
@@ -92,10 +94,14 @@ def conv_specs(
 
     ``transposed``, ``bias``: None draws both.  ``padding_forms`` (default all
     that apply) are "none" (zero explicit padding), "symmetric" (one pad per
-    axis), "asymmetric" (before and after drawn independently), "same" (which
-    forces stride 1) and "valid"; a transposed convolution takes only the
-    first three, pads with zeros only, and draws ``output_padding`` per axis
-    in ``[0, max(stride, dilation) - 1]``.  ``group_kinds`` (default all that
+    axis, at least 1 on one axis), "asymmetric" (before and after drawn
+    independently, unequal on at least one axis), "same" (which forces stride
+    1) and "valid"; each problem's :attr:`~ConvSpec.padding_form` is the form
+    it was drawn as.  A transposed convolution takes only the first three,
+    pads with zeros only, and draws ``output_padding`` per axis in ``[0,
+    max(stride, dilation) - 1]``.  A padded form that the limits leave no
+    room for (``max_pad=0``, a transposed kernel too small to crop, a budget
+    too small) is left out of the default forms, and is an error if named.  ``group_kinds`` (default all that
     fit the limits): "one" (groups=1), "depthwise" (groups = in = out),
     "depthwise_multiplier" (groups = in, out = 2 or 3 times in) and "other"
     (2..max_groups groups, channels per group drawn independently for input
@@ -111,7 +117,8 @@ def conv_specs(
 
     Shrinks towards: the first of ``dims``, forward, the first padding form and
     mode, groups 1 with one channel, kernel 1, stride 1, dilation 1, no
-    padding, batch 1, the smallest valid input, the first dtype, layout and
+    padding (a padded form: pad 1 on the first axis only, after it 0 in the
+    asymmetric form), batch 1, the smallest valid input, the first dtype, layout and
     device, and no bias.
     """
     dims = _check_choices("dims", dims, (1, 2, 3))
@@ -140,13 +147,9 @@ def conv_specs(
     ):
         _check_int(name, value, low)
 
-    forward_forms = forms
-    transposed_forms = tuple(f for f in forms if f in TRANSPOSED_PADDING_FORMS)
-    can_forward = transposed is not True
-    can_transpose = transposed is not False and bool(transposed_forms) and "zeros" in modes
     if transposed is True:
         _check(
-            bool(transposed_forms),
+            any(f in TRANSPOSED_PADDING_FORMS for f in forms),
             f"padding_forms={forms!r}, but transposed=True needs one of {TRANSPOSED_PADDING_FORMS}",
         )
         _check("zeros" in modes, f"padding_modes={modes!r}, but transposed=True pads with 'zeros' only")
@@ -178,15 +181,50 @@ def conv_specs(
         "max_dilation": max_dilation,
         "max_pad": max_pad,
     }
+    least_channels = min(_KIND_FLOOR[kind] for kind in kinds)
+
+    def modes_for(form: str, is_transposed: bool) -> tuple[str, ...]:
+        """The modes a problem of ``form`` fits in with: a padded axis costs more with some (see form_cost)."""
+        if is_transposed and (form not in TRANSPOSED_PADDING_FORMS or "zeros" not in modes):
+            return ()
+        return tuple(
+            mode
+            for mode in (("zeros",) if is_transposed else modes)
+            if (cost := form_cost(form, mode, is_transposed, limits)) is not None and cost * least_channels <= max_macs
+        )
+
+    # form -> modes, per direction; a form with no mode cannot be drawn that way.
+    forward_forms = {f: m for f in forms if (m := modes_for(f, False))} if transposed is not True else {}
+    transposed_forms = {f: m for f in forms if (m := modes_for(f, True))} if transposed is not False else {}
+    if padding_forms is not None:
+        for form in forms:
+            legal = transposed is not True or form in TRANSPOSED_PADDING_FORMS
+            _check(
+                not legal or form in forward_forms or form in transposed_forms,
+                f"padding_forms={forms!r}, but {form!r} does not fit max_pad={max_pad}, max_kernel={max_kernel}, "
+                f"max_dilation={max_dilation}, max_macs={max_macs} with padding_modes={modes!r}",
+            )
+    can_forward, can_transpose = bool(forward_forms), bool(transposed_forms)
+    # The channels leave the axis that shows a padded form its cost: see draw_geometry.
+    channel_draws = {
+        (is_transposed, form, mode): _channels(
+            tuple(k for k in kinds if _KIND_FLOOR[k] * form_cost(form, mode, is_transposed, limits) <= max_macs),
+            max_macs // form_cost(form, mode, is_transposed, limits),
+            limits,
+        )
+        for is_transposed, table in ((False, forward_forms), (True, transposed_forms))
+        for form, form_modes in table.items()
+        for mode in form_modes
+    }
 
     @st.composite
     def specs(draw: st.DrawFn) -> ConvSpec:
         ndim = draw(st.sampled_from(dims))
         is_transposed = draw(st.booleans()) if can_forward and can_transpose else can_transpose
-        form = draw(st.sampled_from(transposed_forms if is_transposed else forward_forms))
+        form = draw(st.sampled_from(tuple(transposed_forms if is_transposed else forward_forms)))
         # A transposed problem draws a placeholder instead of a mode: see only.
-        mode = PADDING_MODES[draw(only(0))] if is_transposed else draw(st.sampled_from(modes))
-        groups, cin_g, cout_g = draw(_channels(kinds, limits))
+        mode = PADDING_MODES[draw(only(0))] if is_transposed else draw(st.sampled_from(forward_forms[form]))
+        groups, cin_g, cout_g = draw(channel_draws[is_transposed, form, mode])
         geometry = draw_geometry(draw, ndim, is_transposed, form, mode, groups * cin_g * cout_g, limits)
         has_bias = draw(st.booleans()) if bias is None else bias
         return ConvSpec(
@@ -205,13 +243,16 @@ def conv_specs(
     return specs()
 
 
-def _channels(kinds: tuple[str, ...], limits: dict[str, int]) -> st.SearchStrategy[tuple[int, int, int]]:
-    """``(groups, in_channels/groups, out_channels/groups)`` with ``groups*cin_g*cout_g <= max_macs``.
+def _channels(
+    kinds: tuple[str, ...], budget: int, limits: dict[str, int]
+) -> st.SearchStrategy[tuple[int, int, int]]:
+    """``(groups, in_channels/groups, out_channels/groups)`` with ``groups*cin_g*cout_g <= budget``.
 
     That product is the smallest problem's MACs for forward and transposed
-    alike, so the kernel and sizes drawn next always have room.
+    alike, so the kernel and sizes drawn next always have room.  ``budget`` is
+    ``max_macs`` less what a padded form's axis needs: see ``form_cost``.
     """
-    budget, per_group, max_groups = limits["max_macs"], limits["max_channels_per_group"], limits["max_groups"]
+    per_group, max_groups = limits["max_channels_per_group"], limits["max_groups"]
 
     @st.composite
     def draw_channels(draw: st.DrawFn) -> tuple[int, int, int]:
