@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from conformance.formats import FORMATS, Format, round_to
-from conformance.oracle import source_index
+from conformance.oracle import axis_terms
 from conformance.spec import ConvSpec
 
 #: Distributions, simplest first: examples shrink towards the front.
@@ -147,32 +147,13 @@ def reduction_lengths(spec: ConvSpec) -> dict[str, int]:
     spec.validate()
     cin_g = spec.in_channels // spec.groups
     cout_g = spec.out_channels // spec.groups
-    counts = [_axis_counts(spec, a) for a in range(spec.dims)]
+    counts = [[int(c.max(initial=0)) for c in axis_terms(spec, a)] for a in range(spec.dims)]
     return {
         "forward": cin_g * math.prod(c[0] for c in counts),
         "grad_input": cout_g * math.prod(c[1] for c in counts),
         "grad_weight": spec.batch * math.prod(c[2] for c in counts),
         "grad_bias": spec.batch * math.prod(spec.output_size),
     }
-
-
-def _axis_counts(spec: ConvSpec, axis: int) -> tuple[int, int, int]:
-    """Along one axis: most taps per output, per input, and positions per tap."""
-    size, k, s, d = spec.input_size[axis], spec.kernel_size[axis], spec.stride[axis], spec.dilation[axis]
-    before, after = spec.pads[axis]
-    out = spec.output_size[axis]
-    taps = np.arange(k) * d
-    if spec.transposed:
-        # Input i, tap t lands on uncropped position i*s + t*d; output o is o + before.
-        landed = np.arange(size)[:, None] * s + taps[None, :] - before
-        kept = (landed >= 0) & (landed < out)
-        per_output = np.bincount(landed[kept], minlength=out)
-        return int(per_output.max()), int(kept.sum(axis=1).max()), int(kept.sum(axis=0).max())
-    # Output o, tap t reads padded position o*s + t*d, a copy of source[...] (-1: a zero).
-    source = source_index(size, before, after, spec.padding_mode)[np.arange(out)[:, None] * s + taps[None, :]]
-    real = source >= 0
-    per_input = np.bincount(source[real], minlength=size)
-    return int(real.sum(axis=1).max()), int(per_input.max()), int(real.sum(axis=0).max())
 
 
 # ------------------------------------------------------------------ ranges
