@@ -45,6 +45,18 @@ infinity in the declared input-rounding format.
 The rows of the table are the kinds of a :class:`Requirement`: :data:`NAN`, :data:`INF`,
 :data:`FREE` (no requirement), :data:`FINITE_OR_OVERFLOW` and :data:`VALUE`; the exact
 tier demands :data:`VALUE` with a bound of 0 everywhere.
+
+Zeros by structure
+------------------
+An element that sums no products at all (``terms``, from
+:func:`conformance.oracle.term_counts`: an input position that no window of a
+stride longer than the dilated kernel reads, a transposed output that no input
+reaches, a gradient over a batch of 0) is zero whatever the data.  No rounding,
+underflow or flushing can move it, so where its reference is 0 a finite answer must
+be exactly 0 in every tier (either sign: the sign of an empty sum is the backend's
+convention), not merely within the bound's underflow allowance.  Only the geometry
+tells such an element from one whose terms happen to be zero data, so without
+``terms`` every element is taken to sum something.
 """
 
 from __future__ import annotations
@@ -108,12 +120,15 @@ def requirement(
     bias: bool = False,
     subnormal_mag: np.ndarray | None = None,
     free: np.ndarray | None = None,
+    terms: np.ndarray | None = None,
 ) -> Requirement:
     """The per-element :class:`Requirement` on a candidate's output, with the arguments of
     :func:`conformance.tolerance.check` (which applies exactly this through :func:`meets`).
     ``free`` marks elements the caller knows to carry no requirement (e.g. zero padding
     times an infinite weight, which frameworks legitimately either multiply, giving NaN,
-    or skip)."""
+    or skip).  ``terms`` (broadcastable to ``ref``) counts the products each element sums;
+    where it is 0 and the reference is 0, a finite answer must be exactly 0 (see
+    "Zeros by structure" in the module docstring)."""
     ref = np.asarray(ref, dtype=np.float64)
     mag = np.asarray(mag, dtype=np.float64)
     if mag.shape != ref.shape:
@@ -153,7 +168,19 @@ def requirement(
     kind[regular & may_overflow] = FINITE_OR_OVERFLOW
     if free is not None:
         kind[free] = FREE
-    return Requirement("real", ref, np.broadcast_to(bound, ref.shape).astype(np.float64), kind)
+    bound = np.broadcast_to(bound, ref.shape).astype(np.float64)
+    # The kind stays: a backend that multiplies zeros it inserted by an input that
+    # overflows may still give NaN there; what goes is the underflow allowance.
+    bound[structural_zeros(ref, terms)] = 0.0
+    return Requirement("real", ref, bound, kind)
+
+
+def structural_zeros(ref: np.ndarray, terms: np.ndarray | None) -> np.ndarray:
+    """Where ``ref`` is zero because its element sums no products at all (all False without ``terms``)."""
+    ref = np.asarray(ref, dtype=np.float64)
+    if terms is None:
+        return np.zeros(ref.shape, dtype=bool)
+    return (np.broadcast_to(terms, ref.shape) == 0) & (ref == 0)
 
 
 def meets(got: np.ndarray, req: Requirement) -> np.ndarray:
@@ -216,4 +243,5 @@ __all__ = [
     "error_ratios",
     "meets",
     "requirement",
+    "structural_zeros",
 ]

@@ -18,7 +18,13 @@ decides mistrust, and re-exports the public names of both, so that
 
 Mistrust: a case whose reference is more than half exact zeros, and which the
 candidate does not fail, is *mistrusted*, not passed (benchdnn's guard: such a
-case says little about the arithmetic).  A case that fails only under the bound
+case says little about the arithmetic).  Only elements that sum at least one
+product count, when the caller says which do (``terms``): an element no product
+reaches is zero by structure, whatever the data (a stride longer than the dilated
+kernel leaves such gradients; a transposed convolution such outputs), and it is
+checked exactly, so a backend that writes anything else there fails.  It is
+evidence, not a lack of it.  A product whose every element is zero by structure
+(a batch of 0) passes on those zeros, as an empty output passes on its shape.  A case that fails only under the bound
 without the ``subnormal_mag`` term, while the inputs hold values the declared
 precision may flush or round without a relative bound, is mistrusted too: the
 suite cannot tell a bug from the declared behaviour without that term.
@@ -57,6 +63,7 @@ from conformance.requirement import (
     error_ratios,
     meets,
     requirement,
+    structural_zeros,
 )
 
 STATUSES = ("passed", "failed", "mistrusted")
@@ -157,6 +164,7 @@ def check(
     bias: bool = False,
     subnormal_mag: np.ndarray | None = None,
     free: np.ndarray | None = None,
+    terms: np.ndarray | None = None,
 ) -> Verdict:
     """Judge a candidate's output ``got`` against the oracle's ``ref`` (magnitude ``mag``).
 
@@ -164,8 +172,10 @@ def check(
     ``bias`` is true, the bias array last (``(x, w, b)``; ``(w, grad_out)`` for a
     grad_input): the tier is certified from them, not assumed.  ``reduction_length``
     is ``K``, the products summed per output element.  ``subnormal_mag`` is needed
-    only when :func:`subnormal_hazard` says so.  A shape mismatch is a failed
-    verdict, never an exception.
+    only when :func:`subnormal_hazard` says so.  ``terms`` (broadcastable to ``ref``;
+    :func:`conformance.oracle.term_counts`) counts the products each element sums: the
+    elements with none are zero by structure, checked exactly and left out of the
+    mistrust count.  A shape mismatch is a failed verdict, never an exception.
 
     In the exact tier, ``+0`` and ``-0`` compare equal: the sign of an exact zero
     sum depends on the summation order (``(-1 + 1) + -0`` vs ``-0 + (-1 + 1)``), so
@@ -178,8 +188,11 @@ def check(
         # The caller's bug, not the candidate's: refuse loudly.
         raise ValueError(f"mag has shape {mag.shape}, ref has {ref.shape}")
     size = int(ref.size)
-    zeros = int(np.count_nonzero(ref == 0))
-    zero_fraction = zeros / size if size else 0.0
+    summed = np.ones(ref.shape, dtype=bool) if terms is None else np.broadcast_to(terms, ref.shape) > 0
+    structural = structural_zeros(ref, terms)
+    counted = int(np.count_nonzero(summed))
+    zeros = int(np.count_nonzero(summed & (ref == 0)))
+    zero_fraction = zeros / counted if counted else 0.0
     common = {"checked": size, "zero_fraction": zero_fraction}
 
     if got.shape != ref.shape:
@@ -203,35 +216,46 @@ def check(
 
     req = requirement(
         ref, mag, inputs=inputs, reduction_length=reduction_length, precision=precision, bias=bias,
-        subnormal_mag=subnormal_mag, free=free,
+        subnormal_mag=subnormal_mag, free=free, terms=terms,
     )  # fmt: skip
     ok = meets(got, req)
     if req.tier == "exact":
-        verdict = _exact(got, req.expected, ~ok, error, sum_sq, precision, common)
+        verdict = _exact(got, req.expected, ~ok, error, sum_sq, precision, structural, common)
     else:
         hazard = subnormal_hazard(inputs, precision) if subnormal_mag is None else None
-        verdict = _real(got, req, ~ok, error, sum_sq, precision, hazard, common)
+        verdict = _real(got, req, ~ok, error, sum_sq, precision, hazard, structural, common)
+    if verdict.status != "passed":
+        return verdict
     bounded = (req.kind == VALUE) | (req.kind == FINITE_OR_OVERFLOW)
-    if verdict.status == "passed" and req.tier == "real" and np.any(np.isinf(req.bound[bounded])):
+    if req.tier == "real" and np.any(np.isinf(req.bound[bounded])):
         reason = (
             f"the declared {precision.accumulation} accumulation gives no error bound for "
             f"{reduction_length} terms, so no answer could fail"
         )
-        verdict = _replace(verdict, status="mistrusted", reason=reason)
-    if verdict.status == "passed" and zero_fraction > MOSTLY_ZERO:
-        reason = (
-            f"{zeros} of {size} reference values ({zero_fraction:.0%}) are exactly zero, "
-            "so agreement says little about the arithmetic"
-        )
-        verdict = _replace(verdict, status="mistrusted", reason=reason)
+        return _replace(verdict, status="mistrusted", reason=reason)
+    n_structural = int(np.count_nonzero(structural))
+    if zero_fraction > MOSTLY_ZERO:
+        # Only elements that sum products count: a zero by structure was checked exactly
+        # (any other value fails), so it is evidence, not a lack of it.
+        of = f"{counted} reference values that sum products" if terms is not None else f"{size} reference values"
+        reason = f"{zeros} of {of} ({zero_fraction:.0%}) are exactly zero, "
+        reason += "so agreement says little about the arithmetic"
+        if n_structural:
+            reason += f" ({n_structural} more are zero by structure)"
+        return _replace(verdict, status="mistrusted", reason=reason)
+    if n_structural:
+        verdict = _replace(verdict, reason=f"{verdict.reason}; {n_structural} that no product reaches are exactly 0")
     return verdict
+
+
+_NO_PRODUCTS = "no product reaches this element, so it is zero whatever the data"
 
 
 def _replace(v: Verdict, **changes: Any) -> Verdict:
     return Verdict(**{**{f.name: getattr(v, f.name) for f in fields(v)}, **changes})
 
 
-def _exact(got, expected, bad, error, sum_sq, precision: Precision, common) -> Verdict:
+def _exact(got, expected, bad, error, sum_sq, precision: Precision, structural, common) -> Verdict:
     # meets() with bound 0: +0 and -0 are equal, and NaN or Inf never equal a finite expected value
     count = int(np.count_nonzero(bad))
     if not count:
@@ -245,18 +269,20 @@ def _exact(got, expected, bad, error, sum_sq, precision: Precision, common) -> V
     index = tuple(int(i) for i in np.unravel_index(flat, got.shape))
     g, e = float(got[index]), float(expected[index])
     p = min(get_format(precision.accumulation).precision, get_format(precision.output).precision)
-    reason = (
-        f"value at {_where(index)}: got {_num(g, 17)}, expected exactly {_num(e, 17)} "
-        f"(exact tier: integer data whose every partial sum fits {p} significand bits); "
-        f"{count} of {got.size} elements differ"
+    why = (
+        _NO_PRODUCTS
+        if structural[index]
+        else f"exact tier: integer data whose every partial sum fits {p} significand bits"
     )
+    reason = f"value at {_where(index)}: got {_num(g, 17)}, expected exactly {_num(e, 17)} ({why}); "
+    reason += f"{count} of {got.size} elements differ"
     return Verdict(
         "failed", "exact", worst_index=index, expected=e, got=g, error=abs(g - e) if math.isfinite(g) else math.inf,
         bound=0.0, ratio=math.inf, sum_sq_error=sum_sq, reason=reason, mismatches=count, **common,
     )  # fmt: skip
 
 
-def _real(got, req: Requirement, bad, error, sum_sq, precision: Precision, hazard, common) -> Verdict:
+def _real(got, req: Requirement, bad, error, sum_sq, precision: Precision, hazard, structural, common) -> Verdict:
     ref, bound, kind = req.expected, req.bound, req.kind
     got_finite = np.isfinite(got)
     # Excused: no requirement, or an overflow where one was possible.
@@ -289,14 +315,17 @@ def _real(got, req: Requirement, bad, error, sum_sq, precision: Precision, hazar
         what = f"NaN expected at {where}: got {_num(g)}"
     elif inf_bad[index]:
         what = f"{_num(e)} expected at {where}: got {_num(g)}"
+    elif structural[index]:
+        what = f"value at {where}: got {_num(g)}, expected exactly {_num(e)} ({_NO_PRODUCTS})"
     elif not math.isfinite(g):
         what = f"value at {where}: got {_num(g)}, expected {_num(e)} ± {_num(b, 3)} (no overflow is possible there)"
     else:
         what = f"value at {where}: got {_num(g)}, expected {_num(e)} ± {_num(b, 3)} (error/bound {r:.3g})"
     reason = f"{what}; {count} of {got.size} elements fail under {precision.describe()}"
     status = "failed"
-    # Flushing or rounding a subnormal input moves a finite result; it cannot make NaN or Inf.
-    if hazard is not None and not np.any(nan_bad | inf_bad | (bad & ~got_finite)):
+    # Flushing or rounding a subnormal input moves a finite result; it cannot make NaN or Inf,
+    # nor move an element that sums no products.
+    if hazard is not None and not np.any(nan_bad | inf_bad | (bad & ~got_finite) | (bad & structural)):
         status = "mistrusted"
         reason += (
             f"; but the inputs hold values below {hazard}'s smallest normal, which the declared precision "
@@ -331,5 +360,6 @@ __all__ = [
     "input_format",
     "meets",
     "requirement",
+    "structural_zeros",
     "subnormal_hazard",
 ]
