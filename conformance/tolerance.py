@@ -98,6 +98,8 @@ class Verdict:
     ``sum_sq_error`` is ``sum (got - ref)**2`` over the elements where both are
     finite, as TOSA records it.  ``mismatches`` counts failing elements,
     ``excused`` those that carried no requirement (overflow, see the module docstring).
+    ``zero_fraction`` is the share of exact zeros among the elements that sum at least
+    one product (among all elements when :func:`check` was not told which do).
     """
 
     status: str
