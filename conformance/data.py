@@ -23,7 +23,10 @@ sums of the problem (:func:`reduction_lengths`):
 
 The verdict module certifies exactness (or the absence of overflow) from the
 actual data; the ranges here only have to make that likely, and where even
-``R = 1`` cannot fit they fall back to sparsity tied to the sum's length.
+``R = 1`` cannot fit they fall back to sparsity tied to the sum's length.  One
+exception: grad_output is never thinned, for the long sums of grad_weight and
+grad_bias, below what grad_input's short sums need to be mostly nonzero (a mostly
+zero reference is mistrusted, which says less than a real-tier verdict on those two).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from conformance.formats import FORMATS, Format, round_to
-from conformance.oracle import source_index
+from conformance.oracle import axis_terms
 from conformance.spec import ConvSpec
 
 #: Distributions, simplest first: examples shrink towards the front.
@@ -70,14 +73,14 @@ _STREAMS = {"x": 0, "w": 1, "b": 2, "grad_output": 3}
 # sum: a reference that is mostly zeros is mistrusted, so data that makes one is
 # wasted (benchdnn ties density to the accumulation length for the same reason).
 _MIN_NONZERO_TERMS = 4
-_SPARSE_LENGTH = {"x": "forward", "grad_output": "grad_input"}
 
 
 @dataclass(frozen=True)
 class DataRecipe:
     """How to fill a problem's tensors; see the module docstring for the tiers.
 
-    ``scale`` sets the magnitude: integers reach ``2**scale``, real data has
+    ``scale`` sets the magnitude: integers reach ``2**scale`` (2 at least: with
+    only +-1, half of all two-term sums cancel to an exact zero), real data has
     exponents in ``[-scale, scale]``, cancellation terms are about ``2**scale``;
     each is capped where the problem's sums would not fit the dtype.
     ``sparsity`` is the fraction of x, w and grad_output elements set to zero.
@@ -147,32 +150,13 @@ def reduction_lengths(spec: ConvSpec) -> dict[str, int]:
     spec.validate()
     cin_g = spec.in_channels // spec.groups
     cout_g = spec.out_channels // spec.groups
-    counts = [_axis_counts(spec, a) for a in range(spec.dims)]
+    counts = [[int(c.max(initial=0)) for c in axis_terms(spec, a)] for a in range(spec.dims)]
     return {
         "forward": cin_g * math.prod(c[0] for c in counts),
         "grad_input": cout_g * math.prod(c[1] for c in counts),
         "grad_weight": spec.batch * math.prod(c[2] for c in counts),
         "grad_bias": spec.batch * math.prod(spec.output_size),
     }
-
-
-def _axis_counts(spec: ConvSpec, axis: int) -> tuple[int, int, int]:
-    """Along one axis: most taps per output, per input, and positions per tap."""
-    size, k, s, d = spec.input_size[axis], spec.kernel_size[axis], spec.stride[axis], spec.dilation[axis]
-    before, after = spec.pads[axis]
-    out = spec.output_size[axis]
-    taps = np.arange(k) * d
-    if spec.transposed:
-        # Input i, tap t lands on uncropped position i*s + t*d; output o is o + before.
-        landed = np.arange(size)[:, None] * s + taps[None, :] - before
-        kept = (landed >= 0) & (landed < out)
-        per_output = np.bincount(landed[kept], minlength=out)
-        return int(per_output.max()), int(kept.sum(axis=1).max()), int(kept.sum(axis=0).max())
-    # Output o, tap t reads padded position o*s + t*d, a copy of source[...] (-1: a zero).
-    source = source_index(size, before, after, spec.padding_mode)[np.arange(out)[:, None] * s + taps[None, :]]
-    real = source >= 0
-    per_input = np.bincount(source[real], minlength=size)
-    return int(real.sum(axis=1).max()), int(per_input.max()), int(real.sum(axis=0).max())
 
 
 # ------------------------------------------------------------------ ranges
@@ -200,7 +184,7 @@ def _plan(spec: ConvSpec, recipe: DataRecipe) -> _Plan:
     exact = recipe.tier == "exact"
     if exact:
         limit = float(fmt.max_exact_integer)
-        want, floor = (0 if recipe.distribution == "ones" else recipe.scale), 0
+        want, floor = (0 if recipe.distribution == "ones" else max(recipe.scale, 1)), 0
     else:
         limit = fmt.max_finite * _REAL_HEADROOM
         # Keep every product of two values normal: values >= 2**floor_low.
@@ -234,14 +218,18 @@ def _plan(spec: ConvSpec, recipe: DataRecipe) -> _Plan:
     used = forward * magnitude["x"] * magnitude["w"]
     if used + bias_floor > limit:
         density["w"] = _DENSITY_MARGIN * (limit - bias_floor) / used
-    for length, other in (
-        (lengths["grad_input"], magnitude["w"]),
-        (lengths["grad_weight"], magnitude["x"]),
-        (lengths["grad_bias"], 1.0),
-    ):
-        used_backward = length * magnitude["grad_output"] * other
-        if used_backward > limit:
-            density["grad_output"] = min(density["grad_output"], _DENSITY_MARGIN * limit / used_backward)
+    cap = {}
+    for product, other in (("grad_input", magnitude["w"]), ("grad_weight", magnitude["x"]), ("grad_bias", 1.0)):
+        used_backward = lengths[product] * magnitude["grad_output"] * other
+        cap[product] = min(1.0, _DENSITY_MARGIN * limit / used_backward) if used_backward > limit else 1.0
+    density["grad_output"] = min(cap.values())
+    if exact:
+        # The long sums of grad_weight and grad_bias (batch x positions) would thin grad_output
+        # until most grad_input sums (a few taps each) had no nonzero term: a mostly zero, so
+        # mistrusted, grad_input.  Those two then leave the exact tier instead (the verdict
+        # certifies the tier from the data, so they are judged under the bound), never overflow.
+        need = min(1.0, _MIN_NONZERO_TERMS / max(lengths["grad_input"] * density["w"], 1.0))
+        density["grad_output"] = min(cap["grad_input"], max(density["grad_output"], need))
 
     # The bias takes what the forward sum leaves, up to the wanted magnitude.
     spare = limit - used
@@ -310,15 +298,43 @@ def _tensor(spec: ConvSpec, recipe: DataRecipe, plan: _Plan, name: str, shape: t
         values = _spread(rng, size, plan.low[name], top)
     if name != "b":
         keep = plan.density[name]
-        if name in _SPARSE_LENGTH:
-            terms = reduction_lengths(spec)[_SPARSE_LENGTH[name]] if spec.is_valid() else 1
-            keep = min(keep, max(1.0 - recipe.sparsity, min(1.0, _MIN_NONZERO_TERMS / max(terms, 1))))
+        if name in ("x", "grad_output") and recipe.sparsity:
+            keep = min(keep, _sparse_keep(spec, recipe, plan)[name])
         if keep < 1.0:
             values[rng.random(size) >= keep] = 0.0
     values = round_to(values, fmt)
     if kind == "special":
         _place_specials(rng, values, fmt, count=_special_count(name, size))
     return np.ascontiguousarray(values.reshape(shape))
+
+
+def _sparse_keep(spec: ConvSpec, recipe: DataRecipe, plan: _Plan) -> dict[str, float]:
+    """The fraction of x and of grad_output that the recipe's sparsity keeps.
+
+    At least enough that the longest sum of every product expects ``_MIN_NONZERO_TERMS``
+    nonzero terms: x * w (forward), grad_output * w (grad_input), and x * grad_output
+    (grad_weight), where both factors are thinned, so their densities multiply.
+    Both x and grad_output are kept the same whatever the operation, so that a
+    problem's data does not depend on which of its products is checked.
+    """
+    want = 1.0 - recipe.sparsity
+    if not spec.is_valid():
+        return {"x": want, "grad_output": want}
+    lengths = reduction_lengths(spec)
+
+    def floor(terms: float) -> float:
+        return min(1.0, _MIN_NONZERO_TERMS / max(terms, 1.0))
+
+    w = plan.density["w"]
+    x = max(want, min(1.0, floor(lengths["forward"]) / w))
+    gy = max(want, min(1.0, floor(lengths["grad_input"]) / w))
+    joint = floor(lengths["grad_weight"])
+    if x * gy < joint:
+        # Share the shortfall evenly; whatever one cannot take (it is capped at 1) the other does.
+        grow = math.sqrt(joint / (x * gy))
+        x, gy = min(1.0, x * grow), min(1.0, gy * grow)
+        x, gy = min(1.0, max(x, joint / gy)), min(1.0, max(gy, joint / x))
+    return {"x": x, "grad_output": gy}
 
 
 def _spread(rng: np.random.Generator, size: int, low: int, top: float) -> np.ndarray:
@@ -359,6 +375,10 @@ def _place_specials(rng: np.random.Generator, values: np.ndarray, fmt: Format, c
         return
     where = rng.choice(values.size, size=count, replace=False)
     kinds = rng.permutation(len(_SPECIAL_KINDS))[:count]
+    if count == values.size:
+        # Every element special: a -0.0 would zero every product it enters, and a case whose
+        # reference is all zeros is mistrusted.  The other kinds still come in turn.
+        kinds = np.where(kinds == _SPECIAL_KINDS.index("-0"), _SPECIAL_KINDS.index("subnormal"), kinds)
     for position, kind in zip(where, kinds):
         values[position] = _special_value(rng, _SPECIAL_KINDS[kind], fmt)
 

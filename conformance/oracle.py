@@ -81,6 +81,67 @@ def backward_magnitude(spec: ConvSpec, x: np.ndarray, w: np.ndarray, grad_out: n
     return backward(spec, np.abs(x), np.abs(w), np.abs(grad_out))
 
 
+#: The products of a problem, keys of :func:`term_counts`.
+PRODUCTS = ("output", "grad_input", "grad_weight", "grad_bias")
+
+
+def term_counts(spec: ConvSpec) -> dict[str, np.ndarray]:
+    """Per product, how many ``x * w`` (or ``x * grad_out``, ``w * grad_out``) products are summed
+    into each element: what all-ones data would give, from the geometry alone.
+
+    Keys are :data:`PRODUCTS`; each array broadcasts to that product's shape (size-1
+    batch and channel axes).  The bias term is not counted, and neither are the
+    products with a zero of the padding: they are zero by construction, not data.
+    An element with no terms is zero by structure (a stride longer than the dilated
+    kernel leaves input positions no window reads, whose gradient is 0 whatever the
+    data; a transposed output no input reaches; a batch of 0 leaves grad_weight 0),
+    which :mod:`conformance.tolerance` checks exactly instead of counting it as data.
+
+    The count factorizes over the spatial axes (a tap's position on one axis does
+    not depend on the others), so it costs one small table per axis, not a pass of
+    the oracle.
+    """
+    spec.validate()
+    axes = [axis_terms(spec, a) for a in range(spec.dims)]
+    cin_g, cout_g = spec.in_channels // spec.groups, spec.out_channels // spec.groups
+
+    def outer(per_axis: list[np.ndarray], scale: int) -> np.ndarray:
+        grid = np.ones((), dtype=np.int64) * scale
+        for a in per_axis:
+            grid = np.multiply.outer(grid, a)
+        return grid.reshape(1, 1, *grid.shape)
+
+    return {
+        "output": outer([a[0] for a in axes], cin_g),
+        "grad_input": outer([a[1] for a in axes], cout_g),
+        "grad_weight": outer([a[2] for a in axes], spec.batch),
+        "grad_bias": np.full(spec.out_channels, spec.batch * math.prod(spec.output_size), dtype=np.int64),
+    }
+
+
+def axis_terms(spec: ConvSpec, axis: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Along one spatial axis: terms per output position, per input position and per kernel tap.
+
+    With reflect, replicate or circular padding an input position is read through
+    several padded positions, so its gradient gathers more terms than the kernel
+    has taps; a transposed convolution whose stride and dilation share a factor
+    lands several taps of one input on the same output.
+    """
+    size, k, s, d = spec.input_size[axis], spec.kernel_size[axis], spec.stride[axis], spec.dilation[axis]
+    before, after = spec.pads[axis]
+    out = spec.output_size[axis]
+    taps = np.arange(k) * d
+    if spec.transposed:
+        # Input i, tap t lands on uncropped position i*s + t*d; output o is o + before.
+        landed = np.arange(size)[:, None] * s + taps[None, :] - before
+        kept = (landed >= 0) & (landed < out)
+        return np.bincount(landed[kept], minlength=out), kept.sum(axis=1), kept.sum(axis=0)
+    # Output o, tap t reads padded position o*s + t*d, a copy of source[...] (-1: a zero).
+    source = source_index(size, before, after, spec.padding_mode)[np.arange(out)[:, None] * s + taps[None, :]]
+    real = source >= 0
+    return real.sum(axis=1), np.bincount(source[real], minlength=size), real.sum(axis=0)
+
+
 # -------------------------------------------------------------------- scratch
 
 
@@ -364,4 +425,13 @@ def _f64(a: np.ndarray, shape: tuple[int, ...] | None, name: str) -> np.ndarray:
     return a
 
 
-__all__ = ["backward", "backward_magnitude", "forward", "magnitude", "source_index"]
+__all__ = [
+    "PRODUCTS",
+    "axis_terms",
+    "backward",
+    "backward_magnitude",
+    "forward",
+    "magnitude",
+    "source_index",
+    "term_counts",
+]

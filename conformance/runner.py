@@ -188,6 +188,9 @@ def _judge(spec, operation, precision: Precision, answers, x, w, b, gy, always: 
            ) -> dict[str, tuple[Verdict, Any]]:
     """Per product, its verdict and (when it failed, or ``always``) its per-element requirement."""
     lengths = reduction_lengths(spec)
+    # Elements no product reaches are zero by structure: tolerance checks them exactly
+    # and does not count them as data when it weighs mistrust.
+    terms = oracle.term_counts(spec)
     if operation == "forward":
         ref = {"output": oracle.forward(spec, x, w, b)}
         mag = {"output": oracle.magnitude(spec, x, w, b)}
@@ -221,7 +224,7 @@ def _judge(spec, operation, precision: Precision, answers, x, w, b, gy, always: 
             padding = _padding_meets_nonfinite_weight(spec, x, w)
             free = padding if free is None else (free if padding is None else free | padding)
         kwargs = {"inputs": inputs, "reduction_length": k, "precision": precision, "bias": bias,
-                  "subnormal_mag": sub, "free": free}  # fmt: skip
+                  "subnormal_mag": sub, "free": free, "terms": terms[product]}  # fmt: skip
         verdict = tolerance.check(got, expected, mag[product], **kwargs)
         wanted = verdict.failed or always
         requirement = tolerance.requirement(expected, mag[product], **kwargs) if wanted else None

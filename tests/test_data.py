@@ -19,7 +19,7 @@ from conformance.data import (
     reduction_lengths,
 )
 from conformance.formats import FORMATS, is_representable
-from conformance.spec import ConvSpec
+from conformance.spec import ConvSpec, parse_descriptor
 from conformance.strategies import conv_cases, conv_specs
 
 FAST = settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
@@ -147,6 +147,44 @@ def test_sparsity_leaves_a_few_nonzero_terms_in_short_sums():
     spec = ConvSpec(in_channels=2, out_channels=2, input_size=(100, 100), kernel_size=1, dtype="float32")
     x, _, _ = make_inputs(spec, DataRecipe("integers", sparsity=0.9, seed=2))
     assert np.all(x != 0)
+
+
+def test_sparsity_leaves_nonzero_terms_in_the_gradient_of_the_weight():
+    # grad_weight sums x * grad_output over 4 terms (a batch of 4, one position per tap):
+    # both factors thinned to 10% left 85% of its elements exactly zero, a mistrusted case
+    # whatever the backend did.
+    spec = ConvSpec(in_channels=24, out_channels=27, groups=3, input_size=(7,), kernel_size=(4,), stride=(4,),
+                    dilation=(2,), batch=4, dtype="float64")  # fmt: skip
+    recipe = DataRecipe("real", sparsity=0.9, seed=469216)
+    x, w, _ = make_inputs(spec, recipe)
+    gw = oracle.backward(spec, x, w, make_grad_output(spec, recipe))[1]
+    assert np.mean(gw == 0) < 0.2
+
+
+def test_the_exact_budget_of_long_gradient_sums_leaves_grad_input_nonzero():
+    # grad_bias sums 2 x 112 positions: exact in bfloat16 (2**8) only with grad_output
+    # thinned to a quarter, which left most of grad_input's 2-term sums exactly zero.
+    spec = parse_descriptor("convtr3d_mb2_ic6_oc2_i4x7x4_k2x1x2_s1x2x3_d1x1x3_p0x0x1_op0x0x1_nobias_bf16")
+    recipe = DataRecipe("ones", seed=47200)
+    x, w, _ = make_inputs(spec, recipe)
+    gx = oracle.backward(spec, x, w, make_grad_output(spec, recipe))[0]
+    summed = np.broadcast_to(oracle.term_counts(spec)["grad_input"], gx.shape) > 0
+    assert np.mean(gx[summed] == 0) < 0.2
+    assert reduction_lengths(spec)["grad_input"] * _peak(w) <= FORMATS["bfloat16"].max_exact_integer
+
+
+def test_integers_are_not_only_plus_or_minus_one():
+    spec = ConvSpec(in_channels=1, out_channels=1, input_size=(64,), kernel_size=(1,), bias=False, dtype="bfloat16")
+    x = make_inputs(spec, DataRecipe("integers", seed=1))[0]
+    assert set(np.unique(np.abs(x))) == {1.0, 2.0}
+
+
+def test_a_one_element_tensor_is_never_made_negative_zero():
+    # Its only value zeroes every product, so the whole reference would be zero.
+    spec = ConvSpec(in_channels=1, out_channels=1, input_size=(1,), kernel_size=(1,), bias=False, dtype="bfloat16")
+    for seed in range(40):
+        x, w, _ = make_inputs(spec, DataRecipe("special", seed=seed))
+        assert x[0, 0, 0] != 0 and w[0, 0, 0] != 0, seed
 
 
 # ------------------------------------------------------------------ tiers

@@ -113,6 +113,30 @@ def test_real_problems_are_within_the_float64_bound_of_the_exact_result(spec, se
         assert error <= bound, f"y{list(i)}={got[i]!r}, but should be {float(exact[i])!r} [oracle({spec})]"
 
 
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spec=conv_specs(**SMALL))
+def test_term_counts_are_what_all_ones_data_sums(spec):
+    # With all-ones data each product's element is the number of its terms; term_counts
+    # must say so from the geometry alone, zeros (uncovered positions) included.
+    spec = spec.replace(bias=False)
+    ones = [np.ones(shape) for shape in (spec.input_shape, spec.weight_shape, spec.output_shape)]
+    gx, gw, _ = oracle.backward(spec, *ones)
+    want = {"output": oracle.forward(spec, *ones[:2]), "grad_input": gx, "grad_weight": gw,
+            "grad_bias": np.full(spec.out_channels, float(spec.batch * math.prod(spec.output_size)))}  # fmt: skip
+    counts = oracle.term_counts(spec)
+    assert set(counts) == set(oracle.PRODUCTS)
+    for product, values in want.items():
+        got = np.broadcast_to(counts[product], values.shape)
+        np.testing.assert_array_equal(got, values, err_msg=f"{product} [{spec}]")
+
+
+def test_a_stride_past_the_kernel_leaves_input_positions_without_terms():
+    spec = ConvSpec(in_channels=1, out_channels=2, input_size=(7,), kernel_size=(2,), stride=(3,))
+    np.testing.assert_array_equal(oracle.term_counts(spec)["grad_input"].ravel(), [2, 2, 0, 2, 2, 0, 0])
+    transposed = spec.replace(in_channels=2, out_channels=1, input_size=(3,), transposed=True)
+    np.testing.assert_array_equal(oracle.term_counts(transposed)["output"].ravel(), [2, 2, 0, 2, 2, 0, 2, 2])
+
+
 # -------------------------------------------------------------- (c) torch
 
 

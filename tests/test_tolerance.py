@@ -487,3 +487,94 @@ def test_free_elements_carry_no_requirement():
     assert _check(got, ref, np.abs(np.nan_to_num(ref)) + 1).status == "failed"
     free = np.array([False, True, False])
     assert _check(got, ref, np.abs(np.nan_to_num(ref)) + 1, free=free).status == "passed"
+
+
+# ----------------------------------------------------------------- zeros by structure
+
+# Stride 3 past a 1-tap kernel: of 10 input positions only 0, 3, 6 and 9 are read, so the
+# other 6 gradients are zero whatever the data.  Four output channels make K = 4, enough
+# underflow allowance in the bound for a smallest subnormal to slip through without terms.
+STRIDED = ConvSpec(in_channels=1, out_channels=4, input_size=(10,), kernel_size=(1,), stride=(3,), bias=False)
+
+
+def _grad_input(spec: ConvSpec, seed: int, sparsity: float = 0.0):
+    rng = np.random.default_rng(seed)
+    x = round_to(rng.standard_normal(spec.input_shape), "float32")
+    w = round_to(rng.standard_normal(spec.weight_shape), "float32")
+    gy = round_to(rng.standard_normal(spec.output_shape), "float32")
+    gy[rng.random(gy.shape) < sparsity] = 0.0
+    ref = oracle.backward(spec, x, w, gy)[0]
+    mag = oracle.backward_magnitude(spec, x, w, gy)[0]
+    kwargs = {"inputs": (w, gy), "reduction_length": spec.out_channels, "precision": F32,
+              "terms": oracle.term_counts(spec)["grad_input"]}  # fmt: skip
+    return round_to(ref, "float32"), ref, mag, kwargs
+
+
+def test_uncovered_gradient_positions_are_evidence_not_a_reason_for_mistrust():
+    got, ref, mag, kwargs = _grad_input(STRIDED, seed=1)
+    assert np.count_nonzero(ref == 0) == 6 and np.all(ref[..., ::3] != 0)
+    verdict = check(got, ref, mag, **kwargs)
+    assert verdict.status == "passed", verdict.reason
+    assert verdict.zero_fraction == 0.0 and "6 that no product reaches are exactly 0" in verdict.reason
+    # Without the geometry the same zeros look like data: the old, mistrusting rule.
+    assert check(got, ref, mag, **{**kwargs, "terms": None}).status == "mistrusted"
+
+
+def test_a_value_where_no_product_reaches_fails():
+    got, ref, mag, kwargs = _grad_input(STRIDED, seed=2)
+    got[0, 0, 4] = 2.0**-149  # float32's smallest subnormal, inside the bound's underflow allowance
+    verdict = check(got, ref, mag, **kwargs)
+    assert verdict.status == "failed" and verdict.worst_index == (0, 0, 4), verdict.reason
+    assert "no product reaches this element" in verdict.reason
+    assert check(got, ref, mag, **{**kwargs, "terms": None}).status != "failed"
+    # The requirement a repro script carries says the same: exactly 0 there, the bound elsewhere.
+    req = tolerance.requirement(ref, mag, **kwargs)
+    assert req.bound[0, 0, 4] == 0 and np.all(req.bound[..., ::3] > 0)
+    assert not tolerance.meets(got, req)[0, 0, 4]
+    # Either sign of zero is exactly zero.
+    got[0, 0, 4] = -0.0
+    assert check(got, ref, mag, **kwargs).status == "passed"
+
+
+def test_a_value_where_no_product_reaches_fails_the_exact_tier_too():
+    rng = np.random.default_rng(3)
+    w = rng.integers(1, 4, size=STRIDED.weight_shape).astype(np.float64)
+    gy = rng.integers(1, 4, size=STRIDED.output_shape).astype(np.float64)
+    ref = oracle.backward(STRIDED, np.ones(STRIDED.input_shape), w, gy)[0]
+    mag = oracle.backward_magnitude(STRIDED, np.ones(STRIDED.input_shape), w, gy)[0]
+    terms = oracle.term_counts(STRIDED)["grad_input"]
+    got = ref.copy()
+    got[0, 0, 1] = 1.0
+    verdict = check(got, ref, mag, inputs=(w, gy), reduction_length=4, precision=F32, terms=terms)
+    assert (verdict.tier, verdict.status) == ("exact", "failed")
+    assert "no product reaches this element" in verdict.reason
+
+
+def test_gradients_whose_summed_elements_are_mostly_zero_are_still_mistrusted():
+    # A 90%-sparse grad_output: most positions that do sum products sum zero data.
+    got, ref, mag, kwargs = _grad_input(STRIDED.replace(in_channels=1, input_size=(40,)), seed=4, sparsity=0.9)
+    summed = np.broadcast_to(kwargs["terms"], ref.shape) > 0
+    assert np.mean(ref[summed] == 0) > tolerance.MOSTLY_ZERO
+    verdict = check(got, ref, mag, **kwargs)
+    assert verdict.status == "mistrusted" and "that sum products" in verdict.reason
+    assert verdict.zero_fraction == np.mean(ref[summed] == 0)
+
+
+def test_a_product_that_sums_nothing_anywhere_is_passed_on_its_zeros():
+    # A batch of 0: grad_weight is all zeros by structure, which is the whole assertion.
+    spec = STRIDED.replace(batch=0)
+    x, gy = np.zeros(spec.input_shape), np.zeros(spec.output_shape)
+    ref = oracle.backward(spec, x, np.ones(spec.weight_shape), gy)[1]
+    terms = oracle.term_counts(spec)["grad_weight"]
+    kwargs = {"inputs": (x, gy), "reduction_length": 0, "precision": F32, "terms": terms}
+    assert check(ref.copy(), ref, np.abs(ref), **kwargs).status == "passed"
+    assert check(ref + 0.5, ref, np.abs(ref), **kwargs).failed
+
+
+def test_subnormal_hazard_never_excuses_a_value_where_no_product_reaches():
+    tf32 = Precision("tf32", "float32", "float32")
+    tiny = round_to(np.array([3e-39, 1.0]), "float32")  # a subnormal TF32 cannot hold
+    ref, terms = np.array([0.0, 1.0, 0.0]), np.array([0, 1, 0])
+    got = np.array([0.0, 1.0, 1e-30])
+    verdict = _check(got, ref, ref, inputs=(tiny, np.array([1.0])), k=1, precision=tf32, terms=terms)
+    assert verdict.status == "failed", verdict.reason
