@@ -63,6 +63,23 @@ def expand(patterns: tuple[str, ...]) -> list[str]:
     return chosen
 
 
+def baselined_siblings(mutant: type, baseline: Any, adapter: str = "torch") -> list[str]:
+    """The cells next to a mutant's targets (same chapter, dims and padding form, another dtype) where one of
+    ``adapter``'s in-scope baseline entries could apply: where a too-wide entry would hide the mutant's bug."""
+    from conformance.predicates import cell_facts, could_hold
+
+    out = baseline.out_of_scope.get(adapter, {})
+    entries = [e for e in baseline.for_adapter(adapter) if e.id not in out]
+    siblings = []
+    for target in expand(mutant.TARGET_CELLS):
+        chapter, dims, _, form = target.split("/")
+        for dtype in DTYPES:
+            cell = f"{chapter}/{dims}/{dtype}/{form}"
+            if cell not in siblings and any(could_hold(e.when, cell_facts(cell)) for e in entries):
+                siblings.append(cell)
+    return siblings
+
+
 # ---------------------------------------------------------------- watching
 
 
@@ -203,16 +220,17 @@ def _check_reference(cell_id: str, failure: dict[str, Any]) -> tuple[str, str]:
 
 
 def measure(mutant: type, adapter: str, *, seeds: int = 0, baseline: Any = None, identity: str | None = None,
-            with_reference: bool = True) -> MutantStats:  # fmt: skip
+            with_reference: bool = True, cells: list[str] | None = None) -> MutantStats:  # fmt: skip
     """Run the ci profile on each of ``mutant.TARGET_CELLS`` and say how each was caught; with ``seeds``,
     also each cell's :func:`detection_rates` over that many seeded draws of the same budget.
 
     With a ``baseline`` (a :class:`~conformance.baseline.Baseline`) and an ``identity`` (the adapter name the
     mutant runs as, e.g. "torch"), that adapter's entries are in force: a case an entry explains is not a catch.
+    ``cells`` replaces the mutant's target cells.
     """
     stats = MutantStats(mutant.name, adapter, mutant.BUG_CLASS)
     stats.cells = _measure_cells(mutant, adapter, PROFILE, with_reference=with_reference, baseline=baseline,
-                                 identity=identity)  # fmt: skip
+                                 identity=identity, cells=cells)  # fmt: skip
     if seeds:
         rates = detection_rates(mutant, adapter, seeds)
         for cell in stats.cells:
@@ -237,7 +255,7 @@ def _ensure_profiles() -> None:
 
 
 def _measure_cells(mutant: type, adapter: str, profile: str, *, with_reference: bool = True, baseline: Any = None,
-                   identity: str | None = None) -> list[CellStats]:  # fmt: skip
+                   identity: str | None = None, cells: list[str] | None = None) -> list[CellStats]:  # fmt: skip
     from hypothesis import settings
 
     _ensure_profiles()
@@ -247,7 +265,8 @@ def _measure_cells(mutant: type, adapter: str, profile: str, *, with_reference: 
     name = session.adapter_names[0]  # the declared name (or the identity): what the chapters key cells by
     settings.load_profile(profile)
     try:
-        return [_measure_cell(session, name, cell_id, with_reference) for cell_id in expand(mutant.TARGET_CELLS)]
+        chosen = cells if cells is not None else expand(mutant.TARGET_CELLS)
+        return [_measure_cell(session, name, cell_id, with_reference) for cell_id in chosen]
     finally:
         settings.load_profile(previous)
         session.close()
