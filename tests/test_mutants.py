@@ -146,8 +146,8 @@ def test_the_shipped_baseline_masks_no_mutant(mutant: type[Mutant], request: pyt
     """A known bug may never hide a new one.  Each mutant is torch plus one bug, so run as "torch" every shipped
     torch entry in scope on this machine is in force.  Over its target cells and the cells next to them where an
     entry could apply (same chapter, dims and form, another dtype: ``baselined_siblings``), the mutant is
-    caught, by an unexplained failure, in every cell where it is caught without a baseline and where torch
-    itself, with the baseline, is clean."""
+    caught, by an unexplained failure, in every cell where it is caught without a baseline on a minimal case
+    that real torch passes."""
     shipped = read_baseline(DEFAULT_BASELINE)
     # Scope the entries as a run would, from this machine and the installed torch.
     from conformance.faults import AdapterCaller
@@ -156,12 +156,12 @@ def test_the_shipped_baseline_masks_no_mutant(mutant: type[Mutant], request: pyt
     with AdapterCaller("torch") as torch_caller:
         shipped.scope_for("torch", torch_caller.info().versions, this_machine())
     cells = list(dict.fromkeys([*expand(mutant.TARGET_CELLS), *baselined_siblings(mutant, shipped)]))
-    plain = measure(mutant, adapter_ref(mutant), with_reference=False, cells=cells)
+    plain = measure(mutant, adapter_ref(mutant), cells=cells)
     masked = {c.cell: c for c in measure(mutant, adapter_ref(mutant), baseline=shipped, identity="torch",
                                          with_reference=False, cells=cells).cells}  # fmt: skip
-    control = {c.cell: c for c in measure(Unmutated, adapter_ref(Unmutated), baseline=shipped, identity="torch",
-                                          with_reference=False, cells=cells).cells}  # fmt: skip
-    judged = [c.cell for c in plain.cells if c.caught and not control[c.cell].caught]
+    # A cell counts where the mutant's own bug was caught: real torch passes the minimal failing case there
+    # (in a baselined cell, a catch may be torch's own known bug, which the baseline rightly explains).
+    judged = [c.cell for c in plain.cells if c.caught and c.reference_status not in BAD]
     hidden = [cell for cell in judged if not masked[cell].caught]
     request.node.user_properties.append(("cells caught without the baseline, and still with it",
                                          (len(judged), len(judged) - len(hidden))))  # fmt: skip
