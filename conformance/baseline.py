@@ -46,9 +46,9 @@ from conformance.predicates import (
     holds,
     parse_conditions,
 )
-from conformance.results import Results, ResultsError, cpu_flags, this_machine
+from conformance.results import Results, ResultsError
 
-#: Case statuses that count as a failure (also conformance.session.BAD).
+#: Case statuses that count as a failure (conformance.session and the draft use these).
 BAD = ("failed", "error", "crashed", "hung")
 SCHEMA = "conv-conformance/baseline"
 VERSION = 2
@@ -87,7 +87,7 @@ class Signature:
         failing = [v for v in (failure.get("verdicts") or {}).values() if isinstance(v, dict)
                    and v.get("status") == "failed"]  # fmt: skip
         if self.max_ratio is not None:
-            ratios = [_float(v.get("ratio")) for v in failing]
+            ratios = [as_number(v.get("ratio")) for v in failing]
             if not ratios or not all(r <= self.max_ratio for r in ratios):  # NaN compares false: not this bug
                 return False
         for name, allowed in (("expected", self.expected), ("got", self.got)):
@@ -140,8 +140,6 @@ class Entry:
     signature: Signature = Signature()
     scope: Scope = Scope()
     measured_on: str = ""
-    #: the entry as written, for the results file and drafts
-    raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def explains(self, cell_id: str, failure: dict[str, Any], facts: dict[str, Any] | None = None) -> bool:
         facts = case_facts(cell_id, failure) if facts is None else facts
@@ -333,7 +331,7 @@ def _entry(raw: Any, where: str) -> Entry:
     return Entry(
         id=raw["id"], adapters=_strings(raw["adapter"], f"{where}.adapter"), reason=raw["reason"], when=when,
         signature=_signature(raw.get("signature"), where), scope=_scope(raw.get("scope"), where),
-        measured_on=measured, raw=raw,
+        measured_on=measured,
     )  # fmt: skip
 
 
@@ -385,16 +383,17 @@ def _scope(raw: Any, where: str) -> Scope:
 
 
 def _value_class(value: Any) -> str:
-    x = _float(value)
+    x = as_number(value)
     return "nan" if x != x else ("finite" if math.isfinite(x) else "inf")
 
 
-def _float(value: Any) -> float:
+def as_number(value: Any) -> float:
+    """A numeric field of a results file as a float ("inf", "nan" strings included); NaN when it is not one."""
     try:
         return float(value)
     except (TypeError, ValueError):
         return math.nan
 
 
-__all__ = ["BAD", "Baseline", "BaselineError", "Entry", "Scope", "Signature", "cpu_flags", "read_baseline",
-           "this_machine"]  # fmt: skip
+__all__ = ["BAD", "Baseline", "BaselineError", "Entry", "Scope", "Signature", "as_number", "parse_baseline",
+           "read_baseline"]  # fmt: skip

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from conformance.baseline import BAD, as_number
 from conformance.predicates import case_facts
 
 #: Facts copied as they are: what the cell and the problem are.
@@ -24,7 +25,6 @@ _AS_IS = ("chapter", "dims", "dtype", "padding_form", "groups", "layout", "inval
 _BEYOND_SIMPLEST = {"stride": 1, "dilation": 1, "kernel": 1, "batch": 1, "output_padding": 0}
 #: Relations kept when they hold in the minimal problem.
 _RELATIONS = ("output_padding_ge_stride", "uncovered_input")
-BAD = ("failed", "error", "crashed", "hung")
 
 
 def draft_entry(cell_id: str, adapter: str, failure: dict[str, Any], versions: dict[str, str], *,
@@ -47,7 +47,7 @@ def draft_entry(cell_id: str, adapter: str, failure: dict[str, Any], versions: d
     if facts.get("product"):
         when["product"] = list(facts["product"])
     signature: dict[str, Any] = {"status": failure["status"]} if failure.get("status") in BAD else {}
-    ratios = [_float(v.get("ratio")) for v in (failure.get("verdicts") or {}).values()
+    ratios = [as_number(v.get("ratio")) for v in (failure.get("verdicts") or {}).values()
               if isinstance(v, dict) and v.get("status") == "failed"]  # fmt: skip
     if ratios and all(math.isfinite(r) for r in ratios):
         signature["max_ratio"] = _round_up(4 * max(ratios))
@@ -100,13 +100,6 @@ def _round_up(x: float) -> float:
         return 1.0
     scale = 10 ** (math.floor(math.log10(x)) - 1)
     return math.ceil(x / scale) * scale
-
-
-def _float(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 __all__ = ["draft_entries", "draft_entry"]

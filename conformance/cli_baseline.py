@@ -28,15 +28,22 @@ def add_baseline_commands(commands: Any) -> None:
     check.set_defaults(handler=check_command)
 
 
+def _read(reader: Any, path: str) -> Any:
+    """``reader(path)``, or None after one line on stderr: ResultsError and BaselineError are ValueErrors."""
+    try:
+        return reader(path)
+    except ValueError as error:
+        print(f"conv-conformance: {error}", file=sys.stderr)
+        return None
+
+
 def draft_command(args: argparse.Namespace) -> int:
     from conformance.baseline import SCHEMA, VERSION
     from conformance.baseline_draft import draft_entries
-    from conformance.results import ResultsError, read, write_json
+    from conformance.results import read, write_json
 
-    try:
-        results = read(args.results_file)
-    except ResultsError as error:
-        print(f"conv-conformance: {error}", file=sys.stderr)
+    results = _read(read, args.results_file)
+    if results is None:
         return 2
     entries = draft_entries(results, include_expected=args.include_expected)
     document = {"schema": SCHEMA, "version": VERSION,
@@ -51,12 +58,10 @@ def draft_command(args: argparse.Namespace) -> int:
 
 
 def check_command(args: argparse.Namespace) -> int:
-    from conformance.baseline import BaselineError, read_baseline
+    from conformance.baseline import read_baseline
 
-    try:
-        baseline = read_baseline(args.baseline_file)
-    except BaselineError as error:
-        print(f"conv-conformance: {error}", file=sys.stderr)
+    baseline = _read(read_baseline, args.baseline_file)
+    if baseline is None:
         return 2
     if baseline.deprecated:
         print(f"note: {args.baseline_file} {baseline.deprecated}")

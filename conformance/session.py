@@ -18,11 +18,10 @@ from typing import Any
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis.database import DirectoryBasedExampleDatabase
 
-from conformance.baseline import Baseline, BaselineError, Entry, read_baseline
+from conformance.baseline import BAD, Baseline, BaselineError, Entry, read_baseline
 from conformance.results import Results, ResultsError, environment, merge, read
 
 PROFILES = ("ci", "dev", "fuzz")
-BAD = ("failed", "error", "crashed", "hung")
 _QUIET = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
 
 

@@ -164,7 +164,7 @@ def _finalize(returncode: int, results_path: str, run_id: str, received: list[in
     # good, just before adapters load.  With the directory there, a 4 or 5 is an adapter's os._exit.
     if code == USAGE and not received and written is None and not shard_dir.exists():
         if returncode == 5:  # pytest's "no tests collected": its own line says only "N deselected"
-            print("conv-conformance: no suite test matched the selection (-k, --adapter): nothing was run or "
+            print("conv-conformance: no suite test matched the selection (-k, --cell, --adapter): nothing was run or "
                   "written", file=sys.stderr)  # fmt: skip
         return USAGE  # pytest has said why
     if written is None:
