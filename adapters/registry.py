@@ -32,6 +32,12 @@ BUILTINS: dict[str, str] = {
     "torch": "adapters.torch_functional:TorchFunctional",
     "torch-nn": "adapters.torch_modules:TorchModules",
     "onnxruntime": "adapters.onnxruntime_adapter:OnnxRuntime",
+    "jax": "adapters.jax_adapter:Jax",
+    "openvino": "adapters.openvino_adapter:OpenVino",
+    "tensorflow": "adapters.tensorflow_adapter:TensorFlow",
+    "mlx": "adapters.mlx_adapter:Mlx",
+    "tinygrad": "adapters.tinygrad_adapter:Tinygrad",
+    "paddle": "adapters.paddle_adapter:Paddle",
 }
 
 # What to install when a built-in's backend is missing.
@@ -39,6 +45,12 @@ _INSTALL_HINTS: dict[str, str] = {
     "torch": "pip install 'conv-conformance[torch]'",
     "torch-nn": "pip install 'conv-conformance[torch]'",
     "onnxruntime": "pip install onnx onnxruntime",
+    "jax": "pip install 'conv-conformance[jax]'",
+    "openvino": "pip install 'conv-conformance[openvino]'",
+    "tensorflow": "pip install 'conv-conformance[tensorflow]'",
+    "mlx": "pip install 'conv-conformance[mlx]'",
+    "tinygrad": "pip install 'conv-conformance[tinygrad]' (and a clang for its CPU device: apt install clang)",
+    "paddle": "pip install 'conv-conformance[paddle]'",
 }
 
 _REQUIRED = ("name", "capabilities", "forward")

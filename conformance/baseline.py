@@ -231,7 +231,10 @@ class Baseline:
 
 
 def read_baseline(path: str | os.PathLike) -> Baseline:
-    """A baseline file (version 2, or the deprecated version 1), or a results file whose failures become entries."""
+    """A baseline file (version 2, or the deprecated version 1), a results file whose failures become entries,
+    or a folder: every ``*.json`` in it (the shipped baseline keeps one file per backend), ids unique across them."""
+    if Path(path).is_dir():
+        return _read_folder(Path(path))
     try:
         data = json.loads(Path(path).read_text())
     # ValueError besides JSONDecodeError: json raises a bare one for an integer of over 4,300 digits.
@@ -244,6 +247,24 @@ def read_baseline(path: str | os.PathLike) -> Baseline:
     except (BaselineError, PredicateError) as error:
         raise BaselineError(f"baseline {path}: {error}") from None
     baseline.source = str(path)
+    return baseline
+
+
+def _read_folder(folder: Path) -> Baseline:
+    files = sorted(folder.glob("*.json"))
+    if not files:
+        raise BaselineError(f"baseline folder {folder} holds no *.json file")
+    parts = [read_baseline(file) for file in files]
+    owner: dict[str, Path] = {}
+    for file, part in zip(files, parts):
+        for entry in part.entries:
+            if entry.id in owner:
+                raise BaselineError(f"baseline {file}: id {entry.id!r} is used in {owner[entry.id].name} too; "
+                                    "ids must be unique across the folder")  # fmt: skip
+            owner[entry.id] = file
+    deprecated = next((f"{file.name} {part.deprecated}" for file, part in zip(files, parts) if part.deprecated), None)
+    baseline = Baseline([entry for part in parts for entry in part.entries], deprecated=deprecated)
+    baseline.source = str(folder)
     return baseline
 
 

@@ -43,8 +43,8 @@ from conformance.cli_tools import (
 )
 
 SUITE = str(Path(__file__).resolve().parent / "suite")
-#: The built-in adapters' known discrepancies, used unless --baseline says otherwise.
-DEFAULT_BASELINE = str(Path(__file__).resolve().parent / "baselines" / "known-discrepancies.json")
+#: The built-in adapters' known discrepancies (a folder: one file per backend), used unless --baseline says otherwise.
+DEFAULT_BASELINE = str(Path(__file__).resolve().parent / "baselines")
 
 
 # ----------------------------------------------------------------------- run
@@ -195,7 +195,7 @@ def _suite_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results", default="results.json", help="results file (default: results.json)")
     parser.add_argument("--report", metavar="HTML", help="also write the HTML compliance report here")
     parser.add_argument("--baseline", metavar="FILE", default=DEFAULT_BASELINE,
-                        help="expected failures (a baseline or results file; default: the built-in adapters' "
+                        help="expected failures (a baseline file, a folder of them, or a results file; default: the built-in adapters' "
                              "known discrepancies; 'none' for no baseline)")  # fmt: skip
     parser.add_argument("--isolate", action="store_true", help="adapter calls in a child process")
     parser.add_argument("--case-timeout", type=float, default=60.0, metavar="SECONDS",

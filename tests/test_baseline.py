@@ -154,6 +154,24 @@ def test_the_shipped_baseline_reads_and_every_entry_names_a_reproducer_and_a_mac
         assert "(" in entry.reason, f"{entry.id}: the reason keeps a one-line reproducer"
 
 
+def test_a_folder_is_every_file_in_it_and_an_id_is_unique_across_them(tmp_path):
+    def write(name: str, ids: list[str]) -> None:
+        entries = [{"id": i, "adapter": "torch", "reason": "r (x)", "when": {"chapter": "forward"}} for i in ids]
+        (tmp_path / name).write_text(json.dumps({"schema": "conv-conformance/baseline", "version": 2,
+                                                 "entries": entries}))  # fmt: skip
+
+    with pytest.raises(BaselineError, match="holds no"):
+        read_baseline(tmp_path)
+    write("a.json", ["one", "two"])
+    write("b.json", ["three"])
+    (tmp_path / "notes.txt").write_text("not a baseline")
+    baseline = read_baseline(tmp_path)
+    assert [e.id for e in baseline.entries] == ["one", "two", "three"] and baseline.source == str(tmp_path)
+    write("c.json", ["two"])
+    with pytest.raises(BaselineError, match=r"c\.json: id 'two' is used in a\.json too"):
+        read_baseline(tmp_path)
+
+
 def test_draft_entries_come_from_the_minimal_failure_and_read_back():
     results = Results({"backends": {"torch": TORCH}, "cpu": "AMD EPYC"})
     record = results.cell("backward/1d/float16/symmetric", "torch")
