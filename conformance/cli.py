@@ -195,7 +195,8 @@ def _suite_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results", default="results.json", help="results file (default: results.json)")
     parser.add_argument("--report", metavar="HTML", help="also write the HTML compliance report here")
     parser.add_argument("--baseline", metavar="FILE", default=DEFAULT_BASELINE,
-                        help="expected failures (a baseline file, a folder of them, or a results file; default: the built-in adapters' "
+                        help="expected failures (a baseline file, a folder of them, or a results file; "
+                             "default: the built-in adapters' "
                              "known discrepancies; 'none' for no baseline)")  # fmt: skip
     parser.add_argument("--isolate", action="store_true", help="adapter calls in a child process")
     parser.add_argument("--case-timeout", type=float, default=60.0, metavar="SECONDS",
