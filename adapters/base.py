@@ -131,6 +131,18 @@ class Capabilities:
             precision=precision, **flags,
         )  # fmt: skip
 
+    def declared(self) -> dict[str, Any]:
+        """What a reader of a results file or scoreboard needs: what runs, and the declared precision of every
+        supported dtype on every device (the default written out), described in words."""
+        out: dict[str, Any] = {name: list(getattr(self, name)) for name in (
+            "dims", "dtypes", "devices", "layouts", "padding_modes", "notes")}  # fmt: skip
+        out.update(transposed=self.transposed, backward=self.backward)
+        out["precision"] = {
+            f"{dtype}@{device}": (self.precision.get((dtype, device)) or default_precision(dtype)).describe()
+            for device in self.devices for dtype in self.dtypes
+        }  # fmt: skip
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             name: list(getattr(self, name))

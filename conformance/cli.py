@@ -8,6 +8,7 @@
 * ``describe DESCRIPTOR``: validate one problem and print its shapes.
 * ``baseline draft RESULTS``: candidate baseline entries from a run's unexpected failures;
   ``baseline check FILE``: read a baseline file as a run would, and list its entries.
+* ``scoreboard RESULTS... -o scoreboard.html``: several backends' results files on one page.
 
 Exit status of ``run`` and ``fuzz`` (a supervised run, see :mod:`conformance.supervisor`):
 
@@ -251,8 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
     describe.set_defaults(handler=describe_command)
 
     from conformance.cli_baseline import add_baseline_commands
+    from conformance.cli_scoreboard import add_scoreboard_command
 
     add_baseline_commands(commands)
+    add_scoreboard_command(commands)
     return parser
 
 

@@ -15,7 +15,9 @@ Schema (``"schema": "conv-conformance/results"``, ``"version": 2``; version 1 is
                       "cpu": "...", "cpu_flags": [...], "machine": "x86_64", "system": "Linux",
                       "gpus": [...], "profile": "ci", "seed": 0, "command": "...",
                       "backends": {"torch": {"torch": "2.13.0+cpu"}},   # keyed by declared adapter name
-                      "adapters": {"torch": "torch"}},                  # declared name -> the --adapter spec
+                      "adapters": {"torch": "torch"},                   # declared name -> the --adapter spec
+                      "capabilities": {"torch": {"dtypes": [...], "devices": ["cpu"], "backward": true, ...,
+                          "precision": {"float16@cpu": "float32 accumulation, float16 output"}, "notes": [...]}}},
       "baseline": {"source": "known.json", "deprecated": null,       # each entry: what it explained here
                    "entries": [{"id": "...", "adapter": ["torch"], "reason": "...", "explained": 12,
                                 "state": "explained"|"stale"|"out of scope"|"not run", "why": "...",

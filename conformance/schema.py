@@ -287,7 +287,7 @@ ENVIRONMENT = Object(optional={
     **{name: Scalar() for name in ("suite", "python", "numpy", "platform", "cpu", "profile", "seed", "command",
                                    "max_examples")},
     "gpus": ListOf(Scalar()), "backends": MapOf(MapOf(Scalar())), "cpu_flags": Nullable(ListOf(Str())),
-    "machine": Scalar(), "system": Scalar(), "adapters": MapOf(Str()),
+    "machine": Scalar(), "system": Scalar(), "adapters": MapOf(Str()), "capabilities": MapOf(Free()),
 })  # fmt: skip
 
 RESULTS = Object(

@@ -146,6 +146,10 @@ class ConformanceSession:
         self.adapter_names = list(self.callers)
         self.results = Results(environment(profile, seed, backends, command))
         self.results.environment["adapters"] = dict(self.adapter_specs)
+        # What each adapter declared (dtypes, devices, precision in words): a scoreboard shows it per backend.
+        self.results.environment["capabilities"] = {
+            name: caller.capabilities.declared() for name, caller in self.callers.items() if name not in self.broken
+        }  # fmt: skip
         for name in self.adapter_names:
             self.baseline.scope_for(name, backends[name], self.results.environment)
         self.results.run_id = run_id

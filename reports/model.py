@@ -131,6 +131,10 @@ class Report:
     rate_formula: str = RATE_FORMULA
     rate_note: str = RATE_NOTE
     coverage_formula: str = COVERAGE_FORMULA
+    #: a scoreboard's rows, one per backend (reports.scoreboard.Backend); empty for one run's report
+    backends: list[Any] = field(default_factory=list)
+    #: a scoreboard's results files that could not be read: (path, why)
+    missing: list[tuple[str, str]] = field(default_factory=list)
 
 
 def case_outcomes(record: CellRecord) -> dict[str, int]:
@@ -155,18 +159,20 @@ def pass_rate(counts: dict[str, int]) -> float | None:
 
 
 def build(results: Results, *, results_path: str = "", baseline: Results | None = None,
-          baseline_path: str | None = None) -> Report:  # fmt: skip
+          baseline_path: str | None = None, results_paths: dict[str, str] | None = None) -> Report:  # fmt: skip
+    """``results_paths`` (adapter -> file) is for a page joining several runs: each card's repro command
+    names the file its failure is in."""
     records = [results.cells[key] for key in sorted(results.cells)]
     adapters = sorted({r.adapter for r in records})
     env = results.environment or {}
-    cards, uncarded = _cards(records, results_path)
+    cards, uncarded = _cards(records, results_path, results_paths or {})
     return Report(
         title=f"Convolution conformance: {', '.join(adapters) or 'no adapters'}",
         results_path=results_path,
         header=_header(results, env),
         complete=results.complete,
         adapters=adapters,
-        summaries=[_summary(a, [r for r in records if r.adapter == a]) for a in adapters],
+        summaries=[summary_of(a, [r for r in records if r.adapter == a]) for a in adapters],
         matrix=_matrix(records, adapters),
         coverage=_coverage(records, adapters),
         cards=cards,
@@ -253,7 +259,7 @@ def _mapping(value: Any) -> dict[str, Any]:
 # -------------------------------------------------------------------- summary
 
 
-def _summary(adapter: str, records: list[CellRecord]) -> Summary:
+def summary_of(adapter: str, records: list[CellRecord]) -> Summary:
     cells = dict.fromkeys(OUTCOMES, 0)
     cases = dict.fromkeys(OUTCOMES, 0)
     for record in records:
@@ -327,14 +333,15 @@ def _natural(value: str) -> tuple:
 # ---------------------------------------------------------------------- cards
 
 
-def _cards(records: list[CellRecord], results_path: str) -> tuple[list[Card], list[dict[str, Any]]]:
+def _cards(records: list[CellRecord], results_path: str,
+           results_paths: dict[str, str]) -> tuple[list[Card], list[dict[str, Any]]]:  # fmt: skip
     failing = [r for r in records if r.status in (*BAD, "expected")]
     # Unexpected failures first: they are what a reader must act on.
     failing.sort(key=lambda r: (r.outcome == "expected failure", _cell_order(r.cell), r.adapter))
     cards, rest = [], []
     for record in failing:
         if len(cards) < MAX_CARDS and (record.failures or record.expected_examples):
-            cards.append(_card(record, results_path))
+            cards.append(_card(record, results_paths.get(record.adapter, results_path)))
         else:
             last = record.failures[-1] if record.failures else {}
             rest.append({"cell": record.cell, "adapter": record.adapter, "outcome": record.outcome,

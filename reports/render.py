@@ -21,7 +21,7 @@ import jinja2
 
 from conformance.results import Results, read
 from reports import heatmap_svg
-from reports.model import as_float, build
+from reports.model import Report, as_float, build
 
 
 def _environment() -> jinja2.Environment:
@@ -59,7 +59,11 @@ def _css(outcome: str) -> str:
 def render(results: Results, *, results_path: str = "", baseline: Results | None = None,
            baseline_path: str | None = None) -> str:  # fmt: skip
     """The report page for ``results`` (and, compared against it, ``baseline``)."""
-    report = build(results, results_path=results_path, baseline=baseline, baseline_path=baseline_path)
+    return render_report(build(results, results_path=results_path, baseline=baseline, baseline_path=baseline_path))
+
+
+def render_report(report: Report) -> str:
+    """The page for an already built :class:`~reports.model.Report` (a run's, or a scoreboard's)."""
     env = _environment()
     style, script = (env.loader.get_source(env, name)[0] for name in ("report.css", "report.js"))
     return env.get_template("report.html.j2").render(
@@ -83,7 +87,11 @@ def write_report(results_path: str | os.PathLike, output: str | os.PathLike,
     baseline = read(baseline_path) if baseline_path else None
     page = render(results, results_path=str(results_path), baseline=baseline,
                   baseline_path=str(baseline_path) if baseline_path else None)  # fmt: skip
-    output = Path(output)
+    return write_page(page, Path(output))
+
+
+def write_page(page: str, output: Path) -> Path:
+    """Write ``page`` to ``output`` atomically."""
     output.parent.mkdir(parents=True, exist_ok=True)
     # Atomic, like the results file: a reader (or a CI artifact upload) never sees half a page.
     fd, tmp = tempfile.mkstemp(prefix=f".{output.name}", suffix=".tmp", dir=output.parent)
@@ -101,4 +109,4 @@ def write_report(results_path: str | os.PathLike, output: str | os.PathLike,
     return output
 
 
-__all__ = ["render", "write_report"]
+__all__ = ["render", "render_report", "write_page", "write_report"]
