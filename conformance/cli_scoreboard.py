@@ -25,6 +25,7 @@ def add_scoreboard_command(commands: Any) -> None:
     board.add_argument("results_files", nargs="+", metavar="RESULTS", help="one results file per backend run")
     board.add_argument("-o", "--output", default="scoreboard.html", help="the page (default: scoreboard.html)")
     board.add_argument("--json", metavar="FILE", help="also write the scoreboard's facts as JSON here")
+    board.add_argument("--markdown", metavar="FILE", help="also write the backends table in Markdown here")
     board.set_defaults(handler=scoreboard_command)
 
 
@@ -32,7 +33,7 @@ def scoreboard_command(args: argparse.Namespace) -> int:
     from conformance.results import same_file, unwritable
     from reports.scoreboard import ScoreboardError, write_scoreboard
 
-    for output in filter(None, (args.output, args.json)):
+    for output in filter(None, (args.output, args.json, args.markdown)):
         for path in args.results_files:
             if same_file(path, output):
                 print(f"conv-conformance: {output} is the results file {path}: it would be overwritten",
@@ -43,7 +44,7 @@ def scoreboard_command(args: argparse.Namespace) -> int:
             print(f"conv-conformance: {output} {why}", file=sys.stderr)
             return 2
     try:
-        board = write_scoreboard(args.results_files, args.output, args.json)
+        board = write_scoreboard(args.results_files, args.output, args.json, args.markdown)
     except ScoreboardError as error:
         print(f"conv-conformance: {error}", file=sys.stderr)
         return 2
@@ -56,7 +57,7 @@ def scoreboard_command(args: argparse.Namespace) -> int:
         state = "" if b.complete else ", INCOMPLETE"
         print(f"{b.adapter:<12} passed {cells['passed']:>4}  failed {failed:>3}  "
               f"expected {cells['expected failure']:>3}  unsupported {cells['unsupported']:>4}{seconds}{state}")
-    print(f"scoreboard: {args.output}" + (f" and {args.json}" if args.json else ""))
+    print("scoreboard: " + ", ".join(filter(None, (args.output, args.json, args.markdown))))
     if board.missing:
         return 2
     return 0 if board.clean else 1

@@ -179,8 +179,34 @@ def to_dict(board: Scoreboard) -> dict[str, Any]:
     }
 
 
-def write_scoreboard(paths: list[str], output: str | os.PathLike, json_output: str | os.PathLike | None) -> Scoreboard:
-    """Gather ``paths`` and write the page (and the JSON); :class:`ScoreboardError` before writing anything."""
+def to_markdown(board: Scoreboard) -> str:
+    """The backends table in Markdown (a README's or a pull request's): versions, cells passed / failed /
+    expected failure / unsupported, the ci profile's time, and each baseline entry that explained a case."""
+    lines = [
+        f"Generated {board.generated} on {'; '.join(sorted({b.machine for b in board.backends})) or '?'}.",
+        "",
+        "| backend | versions | passed | failed | expected failure | unsupported | coverage | time "
+        "| expected failures |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for b in board.backends:
+        cells = b.summary.cells
+        failed = sum(cells[o] for o in UNEXPECTED)
+        versions = ", ".join(f"{k} {v}" for k, v in b.versions.items())
+        explained = "; ".join(f"`{e['id']}` ({e['explained']} cases)" for e in b.expected if e["state"] == "explained")
+        coverage = "—" if b.summary.coverage is None else f"{100 * b.summary.coverage:.0f} %"
+        seconds = "—" if b.seconds is None else f"{b.seconds:.0f} s"
+        lines.append(f"| `{b.adapter}` | {versions} | {cells['passed']} | {failed} | {cells['expected failure']} | "
+                     f"{cells['unsupported']} | {coverage} | {seconds} | {explained or '—'} |")  # fmt: skip
+    for path, why in board.missing:
+        lines.append(f"| (missing) | `{path}` | | | | | | | {why} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_scoreboard(paths: list[str], output: str | os.PathLike, json_output: str | os.PathLike | None = None,
+                     markdown_output: str | os.PathLike | None = None) -> Scoreboard:  # fmt: skip
+    """Gather ``paths`` and write the page (and the JSON, the Markdown table); :class:`ScoreboardError` before
+    writing anything."""
     from reports.render import render_report, write_page
 
     board = gather(paths)
@@ -190,7 +216,9 @@ def write_scoreboard(paths: list[str], output: str | os.PathLike, json_output: s
     write_page(render_report(report), Path(output))
     if json_output is not None:
         write_json(json_output, to_dict(board))
+    if markdown_output is not None:
+        write_page(to_markdown(board), Path(markdown_output))
     return board
 
 
-__all__ = ["Backend", "Scoreboard", "ScoreboardError", "gather", "to_dict", "write_scoreboard"]
+__all__ = ["Backend", "Scoreboard", "ScoreboardError", "gather", "to_dict", "to_markdown", "write_scoreboard"]

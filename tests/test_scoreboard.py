@@ -72,9 +72,13 @@ def test_each_card_names_the_results_file_its_failure_is_in(per_backend, tmp_pat
         assert path == str(per_backend[adapter])
 
 
-def test_a_clean_backend_alone_exits_0(per_backend, tmp_path):
-    done = _cli(tmp_path, "scoreboard", str(per_backend[TORCH]), "-o", "board.html")
+def test_a_clean_backend_alone_exits_0_and_its_markdown_row_reads(per_backend, tmp_path):
+    done = _cli(tmp_path, "scoreboard", str(per_backend[TORCH]), "-o", "board.html", "--markdown", "board.md")
     assert done.returncode == 0, done.stdout + done.stderr
+    table = (tmp_path / "board.md").read_text().splitlines()
+    assert table[2].startswith("| backend | versions | passed | failed |")
+    row = table[4].split(" | ")
+    assert row[0] == "| `torch`" and row[1].startswith("torch 2.") and row[3] == "0"
 
 
 def test_an_unreadable_file_is_listed_and_the_others_still_shown(per_backend, tmp_path):
