@@ -236,9 +236,11 @@ def make_plan(spec: ConvSpec) -> dict[str, Any]:
             f"padding='same' with stride={spec.stride}: Paddle's 'SAME' with a stride is TensorFlow's "
             "(ceil(input/stride) outputs), a different problem rather than an invalid one"
         )
-    if spec.padding_mode == "zeros" or (
-        not isinstance(spec.padding, str) and all(p == 0 for pair in spec.padding for p in pair)
-    ) or spec.padding == "valid":
+    if (
+        spec.padding_mode == "zeros"
+        or (not isinstance(spec.padding, str) and all(p == 0 for pair in spec.padding for p in pair))
+        or spec.padding == "valid"
+    ):
         if isinstance(spec.padding, str):
             padding: Any = spec.padding.upper()
         else:
