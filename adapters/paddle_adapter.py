@@ -36,6 +36,8 @@ Measured on paddlepaddle 3.3.1 (CPU build, AMD EPYC Zen 4) and declared by
 * float16 and bfloat16: no CPU kernel is registered ("The kernel with key (CPU,
   Undefined(AnyLayout), float16) of kernel `conv2d` is not registered ... Paddle support
   following DataTypes: float64, float32"): probed at start-up and declared unsupported.
+  Setting ``FLAGS_use_mkldnn=True`` does not change that in dynamic-graph mode (the same
+  error), so no setting would give them to a user of ``paddle.nn.functional``.
 
 Problems Paddle's API cannot be given (:class:`~adapters.base.CannotExpress`): a padding
 string other than ``'same'`` / ``'valid'`` (Paddle upper-cases strings, so ``'SAME'``
@@ -80,6 +82,7 @@ _NOTES = (
     "'same' with a stride, and a padding string on a transposed convolution, are TensorFlow-style problems "
     "in Paddle (defined there, invalid in the suite): refused by the adapter as having no faithful spelling",
     "float32 and float64 accumulate in their own format and keep subnormals (probed at start-up)",
+    "float16 and bfloat16 have no CPU conv kernel in Paddle, with FLAGS_use_mkldnn off (the default) or on",
 )
 
 
@@ -228,8 +231,14 @@ def make_plan(spec: ConvSpec) -> dict[str, Any]:
             "data_format": data_format,
         }
         return plan
-    if any(op != 0 for op in spec.output_padding):
+    if len(spec.output_padding) != dims or any(op != 0 for op in spec.output_padding):
         raise CannotExpress(f"output_padding={spec.output_padding}: F.conv{dims}d has no output_padding")
+    if spec.padding_mode != "zeros" and spec.padding_mode not in _PAD_MODES:
+        # Checked before the padding is looked at: with no padding the mode would otherwise be dropped.
+        raise CannotExpress(
+            f"padding_mode={spec.padding_mode!r}: Paddle's convolutions take no padding mode, and the adapter "
+            "composes F.pad only for reflect/replicate/circular"
+        )
     plan["function"] = f"conv{dims}d"
     if spec.padding == "same" and any(s != 1 for s in spec.stride):
         raise CannotExpress(
@@ -247,8 +256,6 @@ def make_plan(spec: ConvSpec) -> dict[str, Any]:
             padding = padding_arg(spec.padding)
         plan["kwargs"] = {"padding": padding, **common, "data_format": data_format}
         return plan
-    if spec.padding_mode not in _PAD_MODES:
-        raise CannotExpress(f"padding_mode={spec.padding_mode!r}: Paddle's F.pad has no such mode")
     pads = spec.pads
     if any(p < 0 for pair in pads for p in pair):
         raise CannotExpress(f"padding={spec.padding}: a negative pad cannot reach the convolution through F.pad")
