@@ -191,10 +191,15 @@ def make_plan(spec: ConvSpec) -> dict[str, Any]:
             raise CannotExpress(f"{name} would have shape {shape}: no tensor has a negative extent")
     channels_last = spec.layout == "channels_last"
     data_format = _DATA_FORMATS[dims][channels_last]
-    if isinstance(spec.padding, str) and spec.padding not in PADDING_STRINGS:
+    if (
+        isinstance(spec.padding, str)
+        and spec.padding not in PADDING_STRINGS
+        and spec.padding.upper() in ("SAME", "VALID")
+    ):
+        # Another string ('full', '') goes to Paddle as it is: rejecting it is Paddle's job.
         raise CannotExpress(
-            f"padding={spec.padding!r}: Paddle reads padding strings case-insensitively as 'SAME'/'VALID', "
-            "so this one has no spelling of its own"
+            f"padding={spec.padding!r}: Paddle reads padding strings case-insensitively, and 'SAME'/'VALID' are "
+            "its own spelling of 'same'/'valid', so this one has no spelling of its own"
         )
 
     def per_side(pairs: Any) -> list[list[int]]:
@@ -251,11 +256,13 @@ def make_plan(spec: ConvSpec) -> dict[str, Any]:
         or spec.padding == "valid"
     ):
         if isinstance(spec.padding, str):
-            padding: Any = spec.padding.upper()
+            padding: Any = spec.padding.upper() if spec.padding in PADDING_STRINGS else spec.padding
         else:
             padding = padding_arg(spec.padding)
         plan["kwargs"] = {"padding": padding, **common, "data_format": data_format}
         return plan
+    if isinstance(spec.padding, str) and spec.padding not in PADDING_STRINGS:
+        raise CannotExpress(f"padding={spec.padding!r} in mode {spec.padding_mode!r}: F.pad needs explicit pads")
     pads = spec.pads
     if any(p < 0 for pair in pads for p in pair):
         raise CannotExpress(f"padding={spec.padding}: a negative pad cannot reach the convolution through F.pad")

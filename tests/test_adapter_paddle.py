@@ -121,8 +121,9 @@ def test_float32_keeps_subnormals() -> None:
 @pytest.mark.parametrize(
     "spec",
     [
-        ConvSpec(1, 1, input_size=(5,), kernel_size=(2,), padding="full"),
         ConvSpec(1, 1, input_size=(5,), kernel_size=(2,), padding="SAME"),
+        ConvSpec(1, 1, input_size=(5,), kernel_size=(2,), padding="Valid"),
+        ConvSpec(1, 1, input_size=(5,), kernel_size=(2,), padding="full", padding_mode="reflect"),
         ConvSpec(1, 1, input_size=(6,), kernel_size=(2,), padding="same", stride=(2,)),
         ConvSpec(1, 1, input_size=(5,), kernel_size=(2,), padding="same", transposed=True),
         ConvSpec(1, 1, input_size=(5,), kernel_size=(2,), padding=1, padding_mode="reflect", transposed=True),
@@ -149,6 +150,8 @@ INVALID = [
     ConvSpec(1, 1, input_size=(5,), kernel_size=(2,), stride=(0,)),
     ConvSpec(1, 1, input_size=(5,), kernel_size=(2,), dilation=(0,)),
     ConvSpec(1, 1, input_size=(5,), kernel_size=(2,), padding=((-1, 1),)),
+    ConvSpec(1, 1, input_size=(5,), kernel_size=(2,), padding="full"),  # passed on: Paddle rejects it
+    ConvSpec(1, 1, input_size=(5,), kernel_size=(2,), padding=""),
     ConvSpec(1, 1, input_size=(3,), kernel_size=(5,)),  # kernel larger than the padded input
     ConvSpec(1, 1, input_size=(5,), kernel_size=(2,), stride=(2,), output_padding=(1,)),  # forward: CannotExpress
     ConvSpec(1, 1, input_size=(2,), kernel_size=(2,), stride=(2,), output_padding=(2,), transposed=True),
