@@ -68,6 +68,7 @@ from typing import Any
 import numpy as np
 
 from adapters.base import Adapter, CannotExpress, Capabilities, device_kind
+from conformance.formats import get_format
 from conformance.spec import DTYPES, ConvSpec
 from conformance.tolerance import Precision, default_precision
 
@@ -187,8 +188,6 @@ def model_recipe(spec: ConvSpec) -> dict[str, Any]:
         raise CannotExpress(f"dtype={spec.dtype!r}: no OpenVINO element type stands for it")
     if spec.layout != "contiguous":
         raise CannotExpress(f"layout={spec.layout!r}: OpenVINO's convolution ops take dense NC[D]HW tensors")
-    if spec.dims not in (1, 2, 3):
-        raise CannotExpress(f"input_size={spec.input_size}: the suite's convolutions have 1 to 3 spatial axes")
     if spec.padding_mode != "zeros" and spec.padding_mode not in _PAD_MODES:
         raise CannotExpress(
             f"padding_mode={spec.padding_mode!r}: OpenVINO's Pad has constant, edge, reflect and symmetric modes"
@@ -200,9 +199,14 @@ def model_recipe(spec: ConvSpec) -> dict[str, Any]:
         if any(v < 0 for v in shape):
             raise CannotExpress(f"{name} would have shape {shape}: no tensor has a negative extent")
     g, dims = spec.groups, spec.dims
+    for name in ("stride", "dilation"):
+        if dims and not getattr(spec, name):
+            # The ops' per-axis attributes default when empty, so () would run as all ones.
+            raise CannotExpress(f"{name}=(): OpenVINO reads an empty {name} as not given (ones on every axis), "
+                                "so an empty one cannot be passed as such")  # fmt: skip
     if spec.transposed:
         return _transposed_recipe(spec)
-    if any(op != 0 for op in spec.output_padding):
+    if len(spec.output_padding) != dims or any(op != 0 for op in spec.output_padding):
         raise CannotExpress(f"output_padding={spec.output_padding}: OpenVINO's Convolution has no output_padding")
     if g > 1 and spec.out_channels % g:
         raise CannotExpress(
@@ -254,6 +258,11 @@ def _transposed_recipe(spec: ConvSpec) -> dict[str, Any]:
         raise CannotExpress(
             f"in_channels={spec.in_channels}, out_channels={spec.out_channels}, groups={g}: "
             "GroupConvolutionBackpropData's weight is (G, C_in/G, C_out/G, ...), which cannot say that"
+        )
+    if not spec.output_padding:
+        raise CannotExpress(
+            "output_padding=(): OpenVINO reads an empty output_padding as not given (zeros on every axis), "
+            "so an empty one cannot be passed as such"
         )
     w_shape = list(spec.weight_shape) if g == 1 else [g, spec.in_channels // g, *spec.weight_shape[1:]]
     attributes = {
@@ -312,12 +321,17 @@ class OpenVino(Adapter):
                 notes.append(f"{dtype} does not run on the CPU plugin: {failure}")
                 continue
             dtypes.append(dtype)
-            precision[(dtype, "cpu")] = default_precision(dtype)
+            declared = default_precision(dtype)
             if dtype == "float64" and not self._float64_is_native():
-                precision[(dtype, "cpu")] = Precision("float32", "float32", "float32")
+                declared = Precision("float32", "float32", "float32")
                 notes.append("float64 runs as float32: the CPU plugin converts a float64 model to float32 (2**24 "
-                             "+ sixteen 1s returns 2**24), so float64 is declared float32 inputs, accumulation "
-                             "and output")  # fmt: skip
+                             "+ sixteen 1s returns 2**24; infinities and values past float32's range come back as "
+                             "+-3.4e38), so float64 is declared float32 inputs, accumulation and output")  # fmt: skip
+            flushed = self._flushes_subnormals(dtype)
+            if flushed:
+                declared = Precision(declared.input_rounding, declared.accumulation, declared.output, True)
+                notes.append(f"{dtype} flushes subnormals to zero here: {', '.join(flushed)}")
+            precision[(dtype, "cpu")] = declared
         self._compiled.clear()
         return Capabilities(
             dims=(1, 2, 3),
@@ -338,6 +352,18 @@ class OpenVino(Adapter):
         spec = ConvSpec(17, 1, input_size=(1,), kernel_size=(1,), bias=False, dtype="float64")
         x = np.array([2.0**24] + [1.0] * 16).reshape(spec.input_shape)
         return float(self._run(spec, x, np.ones(spec.weight_shape), None).ravel()[0]) == 2.0**24 + 16
+
+    def _flushes_subnormals(self, dtype: str) -> list[str]:
+        """Which of a subnormal input, a subnormal (constant) weight and a subnormal product come back as 0."""
+        tiny = get_format(dtype).smallest_normal
+        spec = ConvSpec(1, 1, input_size=(4,), kernel_size=(1,), bias=False, dtype=dtype)
+        ones, w = np.ones(spec.input_shape), np.ones(spec.weight_shape)
+        probes = {
+            "subnormal inputs are read as 0": (ones * tiny / 4, w),
+            "subnormal constant weights are read as 0": (ones, w * tiny / 4),
+            "subnormal results are flushed": (ones * tiny, w / 2),
+        }
+        return [what for what, (x, w) in probes.items() if not self._run(spec, x, w, None).all()]
 
     def forward(self, spec: ConvSpec, x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
         return self._run(spec, x, w, b)
@@ -388,7 +414,7 @@ def default_hint_note() -> str:
     try:
         import openvino as ov
 
-        hint = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT")
+        hint = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
     except Exception as exc:  # the note says so; the run does not depend on it
         return f"the CPU plugin's default INFERENCE_PRECISION_HINT could not be read: {exc}"
     return (f"the CPU plugin's default INFERENCE_PRECISION_HINT here is {hint} (bf16 on CPUs with avx512_bf16: "
