@@ -32,19 +32,24 @@ avx512_fp16), and what :meth:`OpenVino.capabilities` declares:
   rounded to 1).  Users of a float32 model expect float32, so every model is
   compiled with ``INFERENCE_PRECISION_HINT=f32`` (the default is recorded in the
   notes, measured when the adapter starts).
-* float32: float32 products and sums, one rounding: the default declaration.
+* float32: float32 products and sums, one rounding, and the plugin zeroes
+  subnormal values in *constant* weights (inputs and results keep theirs), so
+  float32 is declared flushing subnormals.
 * float16: run as float32 inside the plugin (its f16 -> f32 conversion under the
   f32 hint) and rounded once to float16: ``2048 + sixteen 1s`` returns 2064, which
   a float16 accumulator could not; the default declaration.
 * bfloat16: bfloat16 in and out, float32 accumulation (``256 + sixteen 1s`` is
-  272): the default declaration.  numpy has no bfloat16, so tensors go in and out
+  272), subnormal inputs, weights and results flushed (the AVX512-BF16 dot
+  products): declared so.  numpy has no bfloat16, so tensors go in and out
   as their bit patterns (``uint16``) in ``ov.Tensor`` objects of ``Type.bf16``.
 * float64: the CPU plugin has no float64 kernels; it converts a float64 model to
   float32 and back.  Probed at start-up (``2**24 + sixteen 1s``); where it comes
   back ``2**24``, float64 is declared as what it is: inputs rounded to float32,
-  float32 accumulation, float32 output values.
-* Subnormals: ``CPU_DENORMALS_OPTIMIZATION`` is off by default (no flush), and
-  left so.
+  float32 accumulation, float32 output values, flushing subnormals.  The
+  conversion saturates: +-inf becomes +-3.4e38 (baselined, not declared).
+* Subnormals: ``CPU_DENORMALS_OPTIMIZATION`` is left at its default (off).  Which
+  of a subnormal input, constant weight and result come back as 0 is probed per
+  dtype at start-up, and a dtype with any of them is declared flushing.
 
 What is not expressible (CannotExpress): circular padding (``Pad`` has constant,
 edge, reflect and symmetric, no wrap), channels_last and strided layouts (the ops
