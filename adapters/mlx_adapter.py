@@ -51,6 +51,8 @@ Precision (``tests/test_adapter_mlx.py`` keeps the evidence):
   (a bias is added in float64).  Its general path (dilation, transposed, most
   gradients) raises ``[Convolution::eval] got unsupported data type``: declared
   supported all the same, so that the refusals are reported, not hidden.
+* Grouped 3-D problems: MLX refuses them ("Can only handle groups != 1 in 1D or
+  2D convolutions"); declared supported so that the refusal is reported.
 * No MLX setting changes any of this on the CPU: there is no TF32-like switch,
   and no graph rewrite (``mx.compile`` is not used).
 """
@@ -86,6 +88,8 @@ _NOTES = (
     "float64: MLX's CPU convolution computes in float32 (inputs rounded to float32, float32 GEMM) and returns "
     "float64; declared as such. Its general path (dilation, transposed, gradients) raises 'unsupported data type'",
     "backward: mx.vjp of the whole function (layout views and bias add included)",
+    "MLX refuses groups in 3-D ('[conv] Can only handle groups != 1 in 1D or 2D convolutions'): declared supported "
+    "all the same, so that the refusals are reported (baseline mlx-3d-groups-refused), not hidden",
 )
 
 
@@ -258,10 +262,11 @@ def _transposed(spec: ConvSpec, dims: int) -> dict[str, Any]:
             "transposed weight (C_out, *k, C_in/groups) cannot be formed from the spec's (C_in, C_out/groups, *k)"
         )
     if all(lo == hi for lo, hi in spec.padding):
-        one = dims == 1
 
         def axis(values: tuple[int, ...]) -> Any:
-            return values[0] if one else tuple(values)
+            # conv_transpose1d takes ints: a one-entry field is its int, anything else goes as it is (and is
+            # refused by MLX's binding) rather than being cut down to one entry here.
+            return values[0] if dims == 1 and len(values) == 1 else tuple(values)
 
         kwargs = {
             "stride": axis(spec.stride),
