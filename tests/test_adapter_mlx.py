@@ -91,7 +91,7 @@ def _declared_cases() -> st.SearchStrategy:
 
 
 @settings(
-    max_examples=150,
+    max_examples=300,
     derandomize=True,
     database=None,
     deadline=None,
