@@ -157,13 +157,12 @@ def convolve(x: Any, w: Any, b: Any, recipe: dict[str, Any]) -> Any:
     stride = "stride" if recipe["function"] == "conv1d" else "strides"
     kwargs = {stride: recipe["strides"], "padding": recipe["padding"], "data_format": recipe["data_format"],
               "dilations": recipe["dilations"]}  # fmt: skip
-    if recipe["output_shape"] is not None:
-        y = op(x, w, recipe["output_shape"], **kwargs)
-    else:
-        y = op(x, w, **kwargs)
+    shape = () if recipe["output_shape"] is None else (recipe["output_shape"],)
+    y = op(x, w, *shape, **kwargs)
     if recipe["crop"] is not None:
-        spatial = tuple(slice(start, stop) for start, stop in recipe["crop"])
-        y = y[(slice(None), *spatial, slice(None))] if recipe["channels_last"] else y[(slice(None), slice(None), *spatial)]
+        spatial = [slice(start, stop) for start, stop in recipe["crop"]]
+        index = [slice(None), *spatial, slice(None)] if recipe["channels_last"] else [slice(None)] * 2 + spatial
+        y = y[tuple(index)]
     if b is not None:
         y = tf.nn.bias_add(y, b, data_format="NHWC" if recipe["channels_last"] else "NCHW")
     return y
@@ -464,4 +463,4 @@ def candidate_backward(x, w, b, grad_out):
 '''
 
 
-__all__ = ["TensorFlow", "cpu_refusal", "recipe", "run_backward", "run_forward"]
+__all__ = ["TensorFlow", "recipe", "run_backward", "run_forward"]
