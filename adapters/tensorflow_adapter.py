@@ -14,10 +14,12 @@ How each ConvSpec parameter reaches TensorFlow:
   tensor is always dense.  Filters are TF's ``(*kernel, in/groups, out)`` and, for
   the transposed ops, ``(*kernel, out, in)``.
 * stride and dilation: the ops' own ``strides`` / ``dilations`` (full-rank lists).
-* groups: TF infers them from the input channels over the filter's depth, which
-  is how ``tf.nn.conv1d`` / ``conv2d`` take grouped (and depthwise) problems.
-  ``tf.nn.conv3d`` has no groups (Conv3D requires the filter depth to equal the
-  input channels), and no transposed op has them: CannotExpress.
+* groups: TF infers them from the input channels over the filter's depth
+  (``tf.nn.conv1d`` / ``conv2d``) and, transposed, from the output channels over the
+  filter's output dimension (``conv1d_transpose`` / ``conv2d_transpose``, which are
+  Conv2DBackpropInput, the op that differentiates a grouped conv2d).
+  ``tf.nn.conv3d`` and ``conv3d_transpose`` have no groups (Conv3D requires the
+  filter depth to equal the input channels): CannotExpress.
 * padding: ``'same'`` / ``'valid'`` are TF's ``'SAME'`` / ``'VALID'`` (TF puts the odd
   pad after, as PyTorch does); explicit pairs go to ``tf.nn.conv2d`` and
   ``conv2d_transpose`` as explicit padding lists; ``conv1d`` / ``conv3d`` take
@@ -97,8 +99,8 @@ _NOTES = (
     "convolution, and conv1d/conv3d_transpose run VALID and are cropped by a slice",
     "padding modes: reflect is tf.pad REFLECT before a VALID convolution; tf.pad has no replicate (SYMMETRIC "
     "repeats the edge, then mirrors) and no circular mode",
-    "groups: inferred by TF from input channels / filter depth (conv1d, conv2d); tf.nn.conv3d and the "
-    "transposed ops have no groups",
+    "groups: inferred by TF from the channels over the filter's (conv1d, conv2d and their transposes); "
+    "tf.nn.conv3d and conv3d_transpose have no groups",
     "output_padding is carried by output_shape, which TF accepts only below the stride (the transposed op is "
     "the gradient of a forward convolution mapping output_shape back to the input)",
     "oneDNN is on (TF default on x86): float32 and bfloat16 run oneDNN kernels, float64 and float16 TF's "
@@ -208,9 +210,15 @@ def recipe(spec: ConvSpec) -> dict[str, Any]:
     if spec.dtype not in DTYPES:
         raise CannotExpress(f"dtype={spec.dtype!r}: not one of the suite's dtypes {DTYPES}")
     dims = spec.dims
-    if dims not in _FORMATS or any(len(getattr(spec, n)) != dims for n in ("kernel_size", "stride", "dilation")):
-        raise CannotExpress(f"input_size={spec.input_size}: TF has convolutions of 1 to 3 spatial axes, "
-                            "with one stride, dilation and kernel extent per axis")  # fmt: skip
+    per_axis = ("stride", "dilation", "output_padding")
+    if dims not in _FORMATS or any(len(getattr(spec, n)) != dims for n in per_axis) or (
+        not isinstance(spec.padding, str) and len(spec.padding) != dims
+    ):
+        # The adapter writes full-rank strides/dilations/paddings, and conv2d also takes a 2-entry list:
+        # a rank mismatch would not reach TF as one.  (A kernel of another rank does: the filter's shape.)
+        raise CannotExpress(f"input_size={spec.input_size}, stride={spec.stride}, dilation={spec.dilation}, "
+                            f"output_padding={spec.output_padding}, padding={spec.padding}: TF has convolutions "
+                            "of 1 to 3 spatial axes, and the adapter spells one entry per axis")  # fmt: skip
     if spec.layout not in ("contiguous", "channels_last"):
         raise CannotExpress(f"layout={spec.layout!r}: TF tensors are dense, NWC/NHWC/NDHWC or NCW/NCHW/NCDHW")
     if spec.padding_mode not in _PAD_MODES:
@@ -251,13 +259,17 @@ def recipe(spec: ConvSpec) -> dict[str, Any]:
     if dims == 3 and spec.groups != 1:
         raise CannotExpress(f"groups={spec.groups}: tf.nn.conv3d has no groups (Conv3D requires the filter depth "
                             "to equal the input channels)")  # fmt: skip
-    if isinstance(spec.padding, str) and (spec.padding_mode == "zeros" or spec.padding != "same"):
-        # 'same', 'valid' and any other string go as TF spells them (upper case): TF resolves or rejects them.
-        out["padding"] = spec.padding.upper()
-        return out
-    if isinstance(spec.padding, str) and any(s != 1 for s in spec.stride):
-        raise CannotExpress(f"padding='same', padding_mode={spec.padding_mode!r}, stride={spec.stride}: resolving "
-                            "'same' for tf.pad is defined for stride 1 only")  # fmt: skip
+    if isinstance(spec.padding, str):
+        if spec.padding not in ("same", "valid"):
+            raise CannotExpress(f"padding={spec.padding!r}: TF's padding strings are SAME and VALID, which are "
+                                "'same' and 'valid'; no other string has a TF spelling")  # fmt: skip
+        if spec.padding == "same" and any(s != 1 for s in spec.stride):
+            raise CannotExpress(f"padding='same' with stride={spec.stride}: TF's SAME with a stride is defined "
+                                "(ceil(input / stride) outputs), a different problem rather than an invalid one")
+        if spec.padding_mode == "zeros" or spec.padding == "valid":
+            # TF resolves SAME itself (the odd pad after, from the dilated extent).
+            out["padding"] = spec.padding.upper()
+            return out
     pads = [list(pair) for pair in spec.pads]
     if all(p == 0 for pair in pads for p in pair):
         return out  # VALID, whatever the mode
@@ -280,9 +292,12 @@ def _transposed(spec: ConvSpec, out: dict[str, Any], full: Any) -> dict[str, Any
     if isinstance(spec.padding, str):
         raise CannotExpress(f"padding={spec.padding!r} on a transposed convolution: TF's SAME/VALID there mean "
                             "output = input * stride (or its VALID size), not this padding")  # fmt: skip
-    if spec.groups != 1:
-        raise CannotExpress(f"groups={spec.groups}: tf.nn.conv{dims}d_transpose has no groups (its filter is "
-                            "(*kernel, out, in) with in = the input's channels)")  # fmt: skip
+    if spec.groups != 1 and dims == 3:
+        raise CannotExpress(f"groups={spec.groups}: tf.nn.conv3d_transpose has no groups (Conv3DBackpropInputV2 "
+                            "requires the filter's in-channels to equal the input's)")  # fmt: skip
+    if spec.out_channels % spec.groups:
+        raise CannotExpress(f"out_channels={spec.out_channels}, groups={spec.groups}: TF infers a transposed "
+                            "convolution's groups from the output channels over the filter's, which cannot say that")
     if len(spec.output_padding) != dims or any(op >= s for op, s in zip(spec.output_padding, spec.stride)):
         raise CannotExpress(
             f"output_padding={spec.output_padding}, stride={spec.stride}: TF carries output_padding in "
@@ -302,6 +317,10 @@ def _transposed(spec: ConvSpec, out: dict[str, Any], full: Any) -> dict[str, Any
     out["output_shape"] = full(uncropped, spec.out_channels)
     out["output_shape"][0] = spec.batch
     if any(p != 0 for pair in spec.padding for p in pair):
+        if any(o < 1 for o in size):
+            # The crop is the adapter's own slice; it would answer an empty output where TF never saw one.
+            raise CannotExpress(f"padding={spec.padding}: the transposed output would have size {spec.output_size}, "
+                                f"and tf.nn.conv{dims}d_transpose takes no explicit crop to refuse it with")
         out["crop"] = [[before, before + o] for o, (before, _) in zip(size, spec.padding)]
     return out
 
