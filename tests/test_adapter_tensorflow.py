@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import ast
 import functools
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -59,15 +61,108 @@ def _verdicts(spec: ConvSpec, recipe: DataRecipe, operation: str = "forward") ->
     return out
 
 
+# ------------------------------------------------------------ known discrepancies
+#
+# The entries of conformance/baselines/tensorflow.json that a forward or backward case of this module can meet,
+# as predicates; the property below lets exactly those fail, and the tests after it pin each with its reproducer.
+
+
+def _known(spec: ConvSpec, operation: str) -> set[str]:
+    bf16, onednn = spec.dtype == "bfloat16", spec.dtype in ("float32", "bfloat16")
+    explicit_2d = spec.dims == 2 and spec.padding_form in ("symmetric", "asymmetric") and spec.padding_mode == "zeros"
+    rules = {
+        "tensorflow-bf16-bias-grad-accumulates-in-bf16": bf16 and spec.bias and operation == "backward",
+        "tensorflow-bf16-mirror-pad-grad-rounds-twice": bf16 and spec.padding_mode == "reflect"
+        and operation == "backward" and not spec.transposed,
+        "tensorflow-bf16-explicit-padding-backprop-filter": bf16 and explicit_2d and operation == "backward",
+        "tensorflow-onednn-empty-batch-shape": onednn and spec.batch == 0,
+        "tensorflow-onednn-empty-batch-bias": onednn and spec.batch == 0 and spec.bias,
+        "tensorflow-mirror-pad-empty-batch": spec.batch == 0 and spec.padding_mode == "reflect",
+    }
+    return {name for name, holds in rules.items() if holds}
+
+
+KNOWN_PRODUCTS = {
+    "output": {"tensorflow-onednn-empty-batch-shape"},
+    "grad_input": {"tensorflow-onednn-empty-batch-shape", "tensorflow-bf16-mirror-pad-grad-rounds-twice"},
+    "grad_weight": {"tensorflow-bf16-explicit-padding-backprop-filter"},
+    "grad_bias": {"tensorflow-bf16-bias-grad-accumulates-in-bf16"},
+}
+
+#: One-line reproducers (TensorFlow's public API only), each with what TF gives and what is due.
+REPROS = {
+    "tensorflow-bf16-bias-add-rounds-twice": (
+        "float(tf.nn.bias_add(tf.nn.conv1d(tf.constant([[[1.0], [0.00390625]]], tf.bfloat16), "
+        "tf.ones((2, 1, 1), tf.bfloat16), 1, 'VALID'), tf.constant([-1.0], tf.bfloat16))[0, 0, 0])", 0.0, 0.00390625),
+    "tensorflow-bf16-bias-grad-accumulates-in-bf16": (
+        "float(tf.raw_ops.BiasAddGrad(out_backprop=tf.constant([[256.0]] + [[1.0]] * 16, tf.bfloat16))[0])",
+        256.0, 272.0),
+    "tensorflow-bf16-explicit-padding-backprop-filter": (
+        "float(tf.raw_ops.Conv2DBackpropFilter(input=tf.constant([256.0] + [1.0] * 16, tf.bfloat16)"
+        "[None, None, :, None], filter_sizes=[1, 1, 1, 1], out_backprop=tf.ones((1, 1, 18, 1), tf.bfloat16), "
+        "strides=[1, 1, 1, 1], "
+        "padding='EXPLICIT', explicit_paddings=[0, 0, 0, 0, 0, 1, 0, 0])[0, 0, 0, 0])", 256.0, 272.0),
+    "tensorflow-onednn-empty-batch-shape": (
+        "tuple(tf.nn.conv2d(tf.zeros((0, 5, 4, 8)), tf.zeros((5, 4, 8, 16)), 1, 'VALID').shape)",
+        (0, 5, 4, 8), (0, 1, 1, 16)),
+    "tensorflow-onednn-bf16-nchw-inf-nan": (
+        "tf.cast(tf.nn.conv2d(tf.ones((1, 1, 1, 2), tf.bfloat16), tf.constant([1.0, 1, 1, 1, 1, -np.inf], "
+        "tf.bfloat16)[None, None, None, :], 1, 'VALID', data_format='NCHW')[0, 5], tf.float64).numpy().tolist()",
+        "[nan, nan]", [-np.inf, -np.inf]),
+    "tensorflow-transposed-zero-channels-answered": (
+        "tf.nn.conv1d_transpose(tf.ones((1, 1, 0)), tf.ones((1, 1, 0)), [1, 1, 1], 1, 'VALID').numpy().tolist()",
+        [[[0.0]]], "an error"),
+    "tensorflow-empty-input-answered": (
+        "tuple(tf.nn.conv1d(tf.ones((1, 0, 1)), tf.ones((1, 1, 1)), 1, 'VALID').shape)", (1, 0, 1), "an error"),
+    # The value is whatever the output buffer held (0.0, or garbage such as 479130025984.0): the shape is pinned.
+    "tensorflow-onednn-kernel-larger-than-input-answered": (
+        "tuple(tf.nn.conv1d(tf.ones((1, 1, 1)), tf.ones((2, 1, 1)), 1, 'VALID').shape)", (1, 1, 1), "an error"),
+}
+
+
+@pytest.mark.parametrize("entry", sorted(REPROS))
+def test_known_discrepancy_is_still_there(entry: str) -> None:
+    """When this fails, TensorFlow fixed it: drop the entry from conformance/baselines/tensorflow.json."""
+    import tensorflow as tf
+
+    source, buggy, _due = REPROS[entry]
+    got = eval(source, {"tf": tf, "np": np})
+    if buggy == "[nan, nan]":
+        assert np.isnan(got).all(), got
+    else:
+        assert got == buggy, got
+    baseline = json.loads((Path(__file__).parents[1] / "conformance/baselines/tensorflow.json").read_text())
+    reasons = {e["id"]: e["reason"] for e in baseline["entries"]}
+    assert entry in reasons
+
+
+def test_mirror_pad_refuses_an_empty_axis() -> None:
+    """tensorflow-mirror-pad-empty-batch."""
+    import tensorflow as tf
+
+    with pytest.raises(tf.errors.InvalidArgumentError, match="paddings must be less than the dimension size"):
+        tf.pad(tf.zeros((0, 1, 4)), [[0, 0], [0, 0], [1, 1]], mode="REFLECT")
+
+
+def test_mirror_pad_gradient_rounds_twice_in_bfloat16() -> None:
+    """tensorflow-bf16-mirror-pad-grad-rounds-twice: x.grad[1] = bf16(bf16(1 + 2**-8) + 2**-8) = 1, not 1.0078125."""
+    spec = ConvSpec(1, 1, input_size=(3,), kernel_size=(2,), padding=((1, 0),), padding_mode="reflect", bias=False,
+                    dtype="bfloat16", layout="channels_last")  # fmt: skip
+    gy = np.array([2.0**-8, 1.0, 2.0**-8]).reshape(spec.output_shape)
+    gx, _, _ = adapter().backward(spec, np.ones(spec.input_shape), np.ones(spec.weight_shape), None, gy)
+    assert gx.ravel().tolist() == [1.0, 1.0, 2.0**-8]
+    assert oracle.backward(spec, np.ones(spec.input_shape), np.ones(spec.weight_shape), gy)[0].ravel()[1] == 1.0078125
+
+
 def _declared_cases() -> st.SearchStrategy:
     caps = adapter().capabilities()
     return conv_cases(
         dims=caps.dims, dtypes=caps.dtypes, padding_modes=caps.padding_modes, layouts=caps.layouts,
-        padding_forms=caps.padding_forms, distributions=DISTRIBUTIONS, max_macs=5_000,
+        padding_forms=caps.padding_forms, distributions=DISTRIBUTIONS, max_macs=2_000,
     )  # fmt: skip
 
 
-@settings(max_examples=40, derandomize=True, database=None, deadline=None,
+@settings(max_examples=30, derandomize=True, database=None, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])  # fmt: skip
 @given(st.deferred(_declared_cases), st.sampled_from(("forward", "backward")))
 def test_every_declared_case_conforms_or_is_refused(case, operation: str) -> None:
@@ -82,13 +177,22 @@ def test_every_declared_case_conforms_or_is_refused(case, operation: str) -> Non
             event("CannotExpress (bfloat16)")
             return
         spec = spec.replace(bias=False)
+    known = _known(spec, operation)
     try:
         verdicts = _verdicts(spec, recipe, operation)
     except CannotExpress as exc:
         event(f"CannotExpress ({spec.dtype})")
         assert str(exc)
         return
+    except Exception as exc:
+        # Only a known discrepancy may raise (tensorflow-onednn-empty-batch-bias, tensorflow-mirror-pad-empty-batch).
+        assert known & {"tensorflow-onednn-empty-batch-bias", "tensorflow-mirror-pad-empty-batch"}, exc
+        event("known discrepancy (raised)")
+        return
     for product, verdict in verdicts.items():
+        if verdict.failed and known & KNOWN_PRODUCTS.get(product, set()):
+            event(f"known discrepancy ({product})")
+            continue
         event(f"{verdict.status} ({verdict.tier} tier, {spec.dtype})")
         assert not verdict.failed, f"tensorflow {operation} {product} of {spec} on {recipe}: {verdict.reason}"
 
@@ -130,8 +234,8 @@ def test_recipe_of_a_transposed_convolution_carries_output_padding_in_the_output
     spec3 = ConvSpec(2, 3, input_size=(3, 2, 4), kernel_size=(2, 2, 3), stride=(2, 1, 1),
                      padding=((1, 0), (0, 0), (1, 1)), output_padding=(1, 0, 0), transposed=True)  # fmt: skip
     r = tfa.recipe(spec3)
-    assert r["padding"] == "VALID" and r["output_shape"] == [1, 3, 6, 3, 6]
-    assert r["crop"] == [[1, 6], [0, 3], [1, 5]] and [b - a for a, b in r["crop"]] == list(spec3.output_size)
+    assert r["padding"] == "VALID" and r["output_shape"] == [1, 3, 7, 3, 6]
+    assert r["crop"] == [[1, 7], [0, 3], [1, 5]] and [b - a for a, b in r["crop"]] == list(spec3.output_size)
 
 
 def test_filters_are_tf_layout_and_come_back() -> None:
@@ -168,7 +272,9 @@ def test_capabilities_and_notes() -> None:
         (ConvSpec(2, 2, input_size=(5, 4), kernel_size=(2, 2), layout="strided"), "dense"),
         (ConvSpec(2, 2, input_size=(5, 4), kernel_size=(2, 2), device="cuda"), "tensorflow-cpu"),
         (ConvSpec(4, 4, input_size=(3, 4, 5), kernel_size=(2, 2, 2), groups=2), "conv3d has no groups"),
-        (ConvSpec(4, 4, input_size=(4, 5), kernel_size=(2, 2), groups=2, transposed=True), "no groups"),
+        (ConvSpec(4, 4, input_size=(3, 4, 5), kernel_size=(2, 2, 2), groups=2, transposed=True), "no groups"),
+        (ConvSpec(1, 1, input_size=(5,), kernel_size=(2,), padding="SAME"), "no other string"),
+        (ConvSpec(1, 1, input_size=(5,), kernel_size=(2,), stride=(2,), padding="same"), "a different problem"),
         (ConvSpec(1, 1, input_size=(3,), kernel_size=(2,), dilation=(2,), output_padding=(1,), transposed=True),
          "output_padding < stride"),
         (ConvSpec(1, 1, input_size=(3,), kernel_size=(2,), padding="same", transposed=True), "SAME/VALID"),
@@ -190,7 +296,8 @@ def test_what_the_api_cannot_take_is_cannot_express(spec: ConvSpec, why: str) ->
                   layout="channels_last"), "forward", "dilation rates larger than 1"),
         (ConvSpec(2, 2, input_size=(3, 4, 5), kernel_size=(2, 2, 2), dilation=2, dtype="float16",
                   layout="channels_last"), "forward", "only supports dilated rates of 1"),
-        (ConvSpec(4, 4, input_size=(5, 4), kernel_size=(2, 2), groups=2, layout="channels_last"), "backward",
+        (ConvSpec(4, 4, input_size=(5, 4), kernel_size=(2, 2), groups=2, layout="channels_last", dtype="float64"),
+         "backward",
          "Gradients for grouped convolutions are not supported"),
         (ConvSpec(2, 2, input_size=(5, 4), kernel_size=(2, 2), padding=((1, 0), (0, 0))), "backward",
          "only supports NHWC"),
@@ -248,9 +355,11 @@ def test_subnormals_are_flushed_in_float32_not_float16() -> None:
     assert not tfa.flushes_subnormals("float16")
 
 
-@pytest.mark.parametrize("transposed", [False, True])
-def test_empty_batch(transposed: bool) -> None:
-    spec = ConvSpec(2, 3, input_size=(4, 3), kernel_size=(2, 2), batch=0, stride=(2, 1), transposed=transposed)
+@pytest.mark.parametrize(("transposed", "dtype"), [(False, "float64"), (True, "float32")])
+def test_empty_batch(transposed: bool, dtype: str) -> None:
+    """(float32 and bfloat16 forward: tensorflow-onednn-empty-batch-shape.)"""
+    spec = ConvSpec(2, 3, input_size=(4, 3), kernel_size=(2, 2), batch=0, stride=(2, 1), transposed=transposed,
+                    dtype=dtype, layout="channels_last")  # fmt: skip
     got = adapter().forward(spec, *make_inputs(spec, DataRecipe()))
     assert got.shape == spec.output_shape == (0, 3, *spec.output_size)
 
@@ -314,7 +423,6 @@ INVALID = [
     ConvSpec(1, 1, input_size=(5,), kernel_size=(2,), padding=((-1, 1),)),
     ConvSpec(1, 1, input_size=(3,), kernel_size=(5,)),  # kernel larger than the padded input
     ConvSpec(1, 1, input_size=(3, 3, 3), kernel_size=(5, 1, 1)),
-    ConvSpec(1, 1, input_size=(5,), kernel_size=(2,), padding="SAME"),
     ConvSpec(1, 1, input_size=(4,), kernel_size=(2,), padding=((4, 0),), padding_mode="reflect"),
 ]
 
