@@ -103,8 +103,7 @@ _NOTES = (
     "tf.nn.conv3d and conv3d_transpose have no groups",
     "output_padding is carried by output_shape, which TF accepts only below the stride (the transposed op is "
     "the gradient of a forward convolution mapping output_shape back to the input)",
-    "oneDNN is on (TF default on x86): float32 and bfloat16 run oneDNN kernels, float64 and float16 TF's "
-    "Eigen kernels",
+    "oneDNN is on (TF default on x86): float32 and bfloat16 run oneDNN kernels, float64 and float16 TF's Eigen kernels",
     "TF's CPU kernels refuse some valid problems in words (Eigen, float64/float16: NCHW, dilated transposed, "
     "dilated 3-D, gradients of grouped convolutions; also the gradient of an NCHW 2-D convolution with explicit "
     "padding): such a refusal is CannotExpress, quoting TF",
@@ -211,8 +210,10 @@ def recipe(spec: ConvSpec) -> dict[str, Any]:
         raise CannotExpress(f"dtype={spec.dtype!r}: not one of the suite's dtypes {DTYPES}")
     dims = spec.dims
     per_axis = ("stride", "dilation", "output_padding")
-    if dims not in _FORMATS or any(len(getattr(spec, n)) != dims for n in per_axis) or (
-        not isinstance(spec.padding, str) and len(spec.padding) != dims
+    if (
+        dims not in _FORMATS
+        or any(len(getattr(spec, n)) != dims for n in per_axis)
+        or (not isinstance(spec.padding, str) and len(spec.padding) != dims)
     ):
         # The adapter writes full-rank strides/dilations/paddings, and conv2d also takes a 2-entry list:
         # a rank mismatch would not reach TF as one.  (A kernel of another rank does: the filter's shape.)
@@ -264,8 +265,10 @@ def recipe(spec: ConvSpec) -> dict[str, Any]:
             raise CannotExpress(f"padding={spec.padding!r}: TF's padding strings are SAME and VALID, which are "
                                 "'same' and 'valid'; no other string has a TF spelling")  # fmt: skip
         if spec.padding == "same" and any(s != 1 for s in spec.stride):
-            raise CannotExpress(f"padding='same' with stride={spec.stride}: TF's SAME with a stride is defined "
-                                "(ceil(input / stride) outputs), a different problem rather than an invalid one")
+            raise CannotExpress(
+                f"padding='same' with stride={spec.stride}: TF's SAME with a stride is defined "
+                "(ceil(input / stride) outputs), a different problem rather than an invalid one"
+            )
         if spec.padding_mode == "zeros" or spec.padding == "valid":
             # TF resolves SAME itself (the odd pad after, from the dilated extent).
             out["padding"] = spec.padding.upper()
@@ -296,8 +299,10 @@ def _transposed(spec: ConvSpec, out: dict[str, Any], full: Any) -> dict[str, Any
         raise CannotExpress(f"groups={spec.groups}: tf.nn.conv3d_transpose has no groups (Conv3DBackpropInputV2 "
                             "requires the filter's in-channels to equal the input's)")  # fmt: skip
     if spec.out_channels % spec.groups:
-        raise CannotExpress(f"out_channels={spec.out_channels}, groups={spec.groups}: TF infers a transposed "
-                            "convolution's groups from the output channels over the filter's, which cannot say that")
+        raise CannotExpress(
+            f"out_channels={spec.out_channels}, groups={spec.groups}: TF infers a transposed "
+            "convolution's groups from the output channels over the filter's, which cannot say that"
+        )
     if len(spec.output_padding) != dims or any(op >= s for op, s in zip(spec.output_padding, spec.stride)):
         raise CannotExpress(
             f"output_padding={spec.output_padding}, stride={spec.stride}: TF carries output_padding in "
@@ -319,8 +324,10 @@ def _transposed(spec: ConvSpec, out: dict[str, Any], full: Any) -> dict[str, Any
     if any(p != 0 for pair in spec.padding for p in pair):
         if any(o < 1 for o in size):
             # The crop is the adapter's own slice; it would answer an empty output where TF never saw one.
-            raise CannotExpress(f"padding={spec.padding}: the transposed output would have size {spec.output_size}, "
-                                f"and tf.nn.conv{dims}d_transpose takes no explicit crop to refuse it with")
+            raise CannotExpress(
+                f"padding={spec.padding}: the transposed output would have size {spec.output_size}, "
+                f"and tf.nn.conv{dims}d_transpose takes no explicit crop to refuse it with"
+            )
         out["crop"] = [[before, before + o] for o, (before, _) in zip(size, spec.padding)]
     return out
 
@@ -444,12 +451,15 @@ class TensorFlow(Adapter):
         r = recipe(spec)
         helpers = "\n\n".join(inspect.getsource(f) for f in (to_tf, from_tf, convolve, run_forward, run_backward))
         backward = _REPRO_BACKWARD if operation == "backward" else ""
-        return _REPRO.format(
-            descriptor=spec.descriptor(),
-            version=self.versions()["tensorflow"],
-            recipe=textwrap.indent(pprint.pformat(r, sort_dicts=False, width=100), " " * 9).lstrip(),
-            helpers=helpers,
-        ) + backward
+        return (
+            _REPRO.format(
+                descriptor=spec.descriptor(),
+                version=self.versions()["tensorflow"],
+                recipe=textwrap.indent(pprint.pformat(r, sort_dicts=False, width=100), " " * 9).lstrip(),
+                helpers=helpers,
+            )
+            + backward
+        )
 
 
 _REPRO = '''\

@@ -72,8 +72,10 @@ def _known(spec: ConvSpec, operation: str) -> set[str]:
     explicit_2d = spec.dims == 2 and spec.padding_form in ("symmetric", "asymmetric") and spec.padding_mode == "zeros"
     rules = {
         "tensorflow-bf16-bias-grad-accumulates-in-bf16": bf16 and spec.bias and operation == "backward",
-        "tensorflow-bf16-mirror-pad-grad-rounds-twice": bf16 and spec.padding_mode == "reflect"
-        and operation == "backward" and not spec.transposed,
+        "tensorflow-bf16-mirror-pad-grad-rounds-twice": bf16
+        and spec.padding_mode == "reflect"
+        and operation == "backward"
+        and not spec.transposed,
         "tensorflow-bf16-explicit-padding-backprop-filter": bf16 and explicit_2d and operation == "backward",
         "tensorflow-onednn-empty-batch-shape": onednn and spec.batch == 0,
         "tensorflow-onednn-empty-batch-bias": onednn and spec.batch == 0 and spec.bias,
@@ -93,30 +95,50 @@ KNOWN_PRODUCTS = {
 REPROS = {
     "tensorflow-bf16-bias-add-rounds-twice": (
         "float(tf.nn.bias_add(tf.nn.conv1d(tf.constant([[[1.0], [0.00390625]]], tf.bfloat16), "
-        "tf.ones((2, 1, 1), tf.bfloat16), 1, 'VALID'), tf.constant([-1.0], tf.bfloat16))[0, 0, 0])", 0.0, 0.00390625),
+        "tf.ones((2, 1, 1), tf.bfloat16), 1, 'VALID'), tf.constant([-1.0], tf.bfloat16))[0, 0, 0])",
+        0.0,
+        0.00390625,
+    ),
     "tensorflow-bf16-bias-grad-accumulates-in-bf16": (
         "float(tf.raw_ops.BiasAddGrad(out_backprop=tf.constant([[256.0]] + [[1.0]] * 16, tf.bfloat16))[0])",
-        256.0, 272.0),
+        256.0,
+        272.0,
+    ),
     "tensorflow-bf16-explicit-padding-backprop-filter": (
         "float(tf.raw_ops.Conv2DBackpropFilter(input=tf.constant([256.0] + [1.0] * 16, tf.bfloat16)"
         "[None, None, :, None], filter_sizes=[1, 1, 1, 1], out_backprop=tf.ones((1, 1, 18, 1), tf.bfloat16), "
         "strides=[1, 1, 1, 1], "
-        "padding='EXPLICIT', explicit_paddings=[0, 0, 0, 0, 0, 1, 0, 0])[0, 0, 0, 0])", 256.0, 272.0),
+        "padding='EXPLICIT', explicit_paddings=[0, 0, 0, 0, 0, 1, 0, 0])[0, 0, 0, 0])",
+        256.0,
+        272.0,
+    ),
     "tensorflow-onednn-empty-batch-shape": (
         "tuple(tf.nn.conv2d(tf.zeros((0, 5, 4, 8)), tf.zeros((5, 4, 8, 16)), 1, 'VALID').shape)",
-        (0, 5, 4, 8), (0, 1, 1, 16)),
+        (0, 5, 4, 8),
+        (0, 1, 1, 16),
+    ),
     "tensorflow-onednn-bf16-nchw-inf-nan": (
         "tf.cast(tf.nn.conv2d(tf.ones((1, 1, 1, 2), tf.bfloat16), tf.constant([1.0, 1, 1, 1, 1, -np.inf], "
         "tf.bfloat16)[None, None, None, :], 1, 'VALID', data_format='NCHW')[0, 5], tf.float64).numpy().tolist()",
-        "[nan, nan]", [-np.inf, -np.inf]),
+        "[nan, nan]",
+        [-np.inf, -np.inf],
+    ),
     "tensorflow-transposed-zero-channels-answered": (
         "tf.nn.conv1d_transpose(tf.ones((1, 1, 0)), tf.ones((1, 1, 0)), [1, 1, 1], 1, 'VALID').numpy().tolist()",
-        [[[0.0]]], "an error"),
+        [[[0.0]]],
+        "an error",
+    ),
     "tensorflow-empty-input-answered": (
-        "tuple(tf.nn.conv1d(tf.ones((1, 0, 1)), tf.ones((1, 1, 1)), 1, 'VALID').shape)", (1, 0, 1), "an error"),
+        "tuple(tf.nn.conv1d(tf.ones((1, 0, 1)), tf.ones((1, 1, 1)), 1, 'VALID').shape)",
+        (1, 0, 1),
+        "an error",
+    ),
     # The value is whatever the output buffer held (0.0, or garbage such as 479130025984.0): the shape is pinned.
     "tensorflow-onednn-kernel-larger-than-input-answered": (
-        "tuple(tf.nn.conv1d(tf.ones((1, 1, 1)), tf.ones((2, 1, 1)), 1, 'VALID').shape)", (1, 1, 1), "an error"),
+        "tuple(tf.nn.conv1d(tf.ones((1, 1, 1)), tf.ones((2, 1, 1)), 1, 'VALID').shape)",
+        (1, 1, 1),
+        "an error",
+    ),
 }
 
 
@@ -275,8 +297,10 @@ def test_capabilities_and_notes() -> None:
         (ConvSpec(4, 4, input_size=(3, 4, 5), kernel_size=(2, 2, 2), groups=2, transposed=True), "no groups"),
         (ConvSpec(1, 1, input_size=(5,), kernel_size=(2,), padding="SAME"), "no other string"),
         (ConvSpec(1, 1, input_size=(5,), kernel_size=(2,), stride=(2,), padding="same"), "a different problem"),
-        (ConvSpec(1, 1, input_size=(3,), kernel_size=(2,), dilation=(2,), output_padding=(1,), transposed=True),
-         "output_padding < stride"),
+        (
+            ConvSpec(1, 1, input_size=(3,), kernel_size=(2,), dilation=(2,), output_padding=(1,), transposed=True),
+            "output_padding < stride",
+        ),
         (ConvSpec(1, 1, input_size=(3,), kernel_size=(2,), padding="same", transposed=True), "SAME/VALID"),
         (ConvSpec(4, 6, input_size=(5,), kernel_size=(2,), groups=3), "filter depth"),
     ],
@@ -292,15 +316,37 @@ def test_what_the_api_cannot_take_is_cannot_express(spec: ConvSpec, why: str) ->
     [
         (ConvSpec(2, 2, input_size=(5, 4), kernel_size=(2, 2), dtype="float64"), "forward", "only supports the NHWC"),
         (ConvSpec(2, 2, input_size=(5, 4), kernel_size=(2, 2), dtype="float16"), "forward", "only supports the NHWC"),
-        (ConvSpec(2, 2, input_size=(5, 4), kernel_size=(2, 2), dilation=2, transposed=True, dtype="float64",
-                  layout="channels_last"), "forward", "dilation rates larger than 1"),
-        (ConvSpec(2, 2, input_size=(3, 4, 5), kernel_size=(2, 2, 2), dilation=2, dtype="float16",
-                  layout="channels_last"), "forward", "only supports dilated rates of 1"),
-        (ConvSpec(4, 4, input_size=(5, 4), kernel_size=(2, 2), groups=2, layout="channels_last", dtype="float64"),
-         "backward",
-         "Gradients for grouped convolutions are not supported"),
-        (ConvSpec(2, 2, input_size=(5, 4), kernel_size=(2, 2), padding=((1, 0), (0, 0))), "backward",
-         "only supports NHWC"),
+        (
+            ConvSpec(
+                2,
+                2,
+                input_size=(5, 4),
+                kernel_size=(2, 2),
+                dilation=2,
+                transposed=True,
+                dtype="float64",
+                layout="channels_last",
+            ),
+            "forward",
+            "dilation rates larger than 1",
+        ),
+        (
+            ConvSpec(
+                2, 2, input_size=(3, 4, 5), kernel_size=(2, 2, 2), dilation=2, dtype="float16", layout="channels_last"
+            ),
+            "forward",
+            "only supports dilated rates of 1",
+        ),
+        (
+            ConvSpec(4, 4, input_size=(5, 4), kernel_size=(2, 2), groups=2, layout="channels_last", dtype="float64"),
+            "backward",
+            "Gradients for grouped convolutions are not supported",
+        ),
+        (
+            ConvSpec(2, 2, input_size=(5, 4), kernel_size=(2, 2), padding=((1, 0), (0, 0))),
+            "backward",
+            "only supports NHWC",
+        ),
     ],
     ids=str,
 )
