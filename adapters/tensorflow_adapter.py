@@ -42,14 +42,23 @@ Kernels and precision, measured on tensorflow-cpu 2.21 (x86-64, oneDNN on by def
 grappler rewrite such as the bfloat16 auto-mixed-precision pass, which is off anyway):
 
 * float32 and bfloat16 run TF's oneDNN (``_MklNative*``) kernels: both layouts,
-  dilation and grouped gradients work.  float32 is IEEE float32 (no bf16 or TF32
-  math mode on the CPU); bfloat16 accumulates in float32 and rounds once.
+  dilation and grouped gradients work.  float32 is IEEE float32: no bf16 math mode,
+  and ``tensor_float_32_execution_enabled()``, True by default, does not reach the
+  CPU convolutions (``1 + 2**-12`` survives a 16-channel sum).  bfloat16
+  accumulates in float32 and rounds once.
 * float64 and float16 run TF's Eigen kernels, which on the CPU refuse NCHW,
   dilated transposed convolutions, dilated 3-D convolutions and the gradients of
-  grouped convolutions; the oneDNN ones refuse the gradient of an NCHW 2-D
-  convolution with explicit padding (Conv2DCustomBackpropInputOp: "only supports
-  NHWC").  Such a refusal, which TF words as a CPU limitation, becomes CannotExpress
-  with TF's words; every other error is TF's answer and is raised as it is.
+  grouped convolutions.  Explicit 2-D padding leaves oneDNN for Conv2DBackpropInput
+  and Conv2DBackpropFilter, so in NCHW the 2-D transposed convolution and the
+  gradient of a 2-D convolution with explicit padding are refused
+  (Conv2DCustomBackpropInputOp: "only supports NHWC").  Such a refusal, which TF
+  words as a CPU limitation, becomes CannotExpress with TF's words; every other
+  error is TF's answer and is raised as it is.
+* bfloat16 where TF leaves the float32 accumulator (real discrepancies, in
+  ``conformance/baselines/tensorflow.json``): ``tf.nn.bias_add`` rounds the
+  convolution's bfloat16 result a second time; BiasAddGrad (grad_bias), the
+  explicit-padding Conv2DBackpropFilter (2-D grad_weight) and MirrorPadGrad (the
+  reflect fold of grad_input) sum in bfloat16.
 * float16: ``Conv2D`` (so conv1d and conv2d forward) computes in float32 and rounds
   once, but Conv3D, the transposed ops and every gradient accumulate in float16
   (``2048 + sixteen 1s`` gives 2048, not 2064): declared as float16 accumulation.
