@@ -276,7 +276,7 @@ def test_filters_are_tf_layout_and_come_back() -> None:
 
 def test_capabilities_and_notes() -> None:
     caps = adapter().capabilities()
-    assert caps.padding_modes == ("zeros", "reflect") and caps.layouts == ("contiguous", "channels_last")
+    assert caps.padding_modes == ("zeros", "reflect") and caps.layouts == ("channels_last", "contiguous")
     assert caps.backward and caps.transposed and set(caps.dtypes) == {"float64", "float32", "float16", "bfloat16"}
     base = ConvSpec(2, 2, input_size=(5, 4), kernel_size=(3, 2), padding=1)
     assert "padding_mode 'replicate'" in caps.unsupported(base.replace(padding_mode="replicate"))
