@@ -488,3 +488,23 @@ def test_invalid_problem_raises(spec: ConvSpec) -> None:
     with pytest.raises(Exception) as info:
         adapter().forward(spec, *_ones(spec))
     assert not isinstance(info.value, CannotExpress), info.value
+
+
+def test_bfloat16_nan_leaks_into_the_neighbouring_nhwc_output() -> None:
+    """tensorflow-onednn-bf16-nonfinite-leaks-into-neighbours, NHWC: position 4 (1 * inf) reads NaN."""
+    import tensorflow as tf
+
+    x = tf.constant([1.0, 1, 1, 1, 1, np.nan, 0, 1], tf.bfloat16)[None, None, :, None]
+    y = tf.nn.conv2d(x, tf.constant([[[[np.inf]]]], tf.bfloat16), 1, "VALID")
+    assert np.isnan(float(y[0, 0, 4, 0]))
+    assert float(tf.nn.conv2d(tf.cast(x, tf.float32), tf.constant([[[[np.inf]]]]), 1, "VALID")[0, 0, 4, 0]) == np.inf
+
+
+def test_bfloat16_grouped_dilated_grad_weight_is_wrong_in_channels_last() -> None:
+    """tensorflow-onednn-bf16-grouped-dilated-grad-weight: [58, 58] is due; NCHW gives it."""
+    spec = ConvSpec(2, 2, input_size=(2, 29), kernel_size=(1, 1), groups=2, dilation=(3, 1), bias=False,
+                    dtype="bfloat16")  # fmt: skip
+    args = (np.ones(spec.input_shape), np.ones(spec.weight_shape), None, np.ones(spec.output_shape))
+    assert adapter().backward(spec, *args)[1].ravel().tolist() == [58.0, 58.0]
+    got = adapter().backward(spec.replace(layout="channels_last"), *args)[1].ravel().tolist()
+    assert got != [58.0, 58.0], "fixed: drop tensorflow-onednn-bf16-grouped-dilated-grad-weight"
