@@ -193,7 +193,7 @@ def _declared_cases() -> st.SearchStrategy:
     )  # fmt: skip
 
 
-@settings(max_examples=80, derandomize=True, database=None, deadline=None,
+@settings(max_examples=200, derandomize=True, database=None, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])  # fmt: skip
 @given(st.deferred(_declared_cases), st.sampled_from(("forward", "backward")))
 def test_every_declared_case_conforms_or_is_refused(case, operation: str) -> None:
