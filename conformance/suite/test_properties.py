@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from conformance.cells import Cell
 from conformance.coverage import case_attributes
 from conformance.data import DataRecipe, make_inputs
-from conformance.runner import modified_reason
+from conformance.runner import cannot_express, modified_reason
 from conformance.session import BAD
 from conformance.spec import ConvSpec
 from conformance.strategies import conv_specs
@@ -33,11 +33,18 @@ class Broken(Exception):
     """The candidate broke a relation (or the contract) on this problem."""
 
 
+class Unexpressible(Exception):
+    """The adapter raised CannotExpress for one of the relation's problems (a derived one, often): nothing was
+    run, so the example is unsupported, as in every other chapter, not a broken relation."""
+
+
 def _call(caller, spec: ConvSpec, x, w, b) -> np.ndarray:
     """One forward call.  The caller hands the adapter copies of x, w and b (so a relation's second call
     sees the same inputs as its first) and copies what it returns; the float64 array made here is a copy
     again, so an adapter that reuses one output buffer can neither break a relation nor fake one."""
     outcome = caller.call("forward", spec, x, w, b)
+    if cannot_express(outcome):
+        raise Unexpressible(f"{spec.descriptor()}: {outcome.message.splitlines()[0] if outcome.message else ''}")
     if outcome.status != "ok":
         raise Broken(f"{outcome.status}: {outcome.message}")
     if outcome.modified:
@@ -152,6 +159,12 @@ def test_property(conformance, adapter_name, prop, dims):
                        "operation": prop, "status": "failed", "reason": str(broken)}  # fmt: skip
             conformance.judge(record, "failed", failure=failure, attributes=case_attributes(spec, EXACT, prop),
                               message=f"{adapter_name}: {prop} on {spec.descriptor()}: {broken}")  # fmt: skip
+            return
+        except Unexpressible as why:
+            record.add("unsupported", attributes=case_attributes(spec, EXACT, prop))
+            note = f"{prop}: the adapter cannot express {why}"[:300]
+            if note not in record.notes and len(record.notes) < 5:
+                record.notes.append(note)
             return
         record.add("passed", attributes=case_attributes(spec, EXACT, prop))
 
