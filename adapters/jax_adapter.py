@@ -33,8 +33,8 @@ axis it lacks (JAX's own gradient of a grouped convolution regroups the same way
 
 ``conv_general_dilated`` has no bias: the bias is JAX's add after it.  In float16
 and bfloat16 a plain ``conv(x, w) + b`` rounds twice (XLA:CPU rounds the
-convolution's float32 result to the dtype, then adds; seen in the optimized HLO,
-``xla_allow_excess_precision`` keeps that rounding), which no conv with a bias
+convolution's float32 result to the dtype, then adds: the optimized HLO keeps
+that ``convert`` under XLA's default flags), which no conv with a bias
 does in PyTorch, ONNX or cuDNN; so with a bias the convolution is asked for its
 float32 result (``preferred_element_type=float32``, the accumulator XLA:CPU uses
 anyway), the bias added in float32 and the sum rounded once (``astype``).  Without
@@ -56,11 +56,18 @@ Precision, measured on jax / jaxlib 0.10.2 (XLA:CPU, AMD EPYC Zen 4, no
   float32 and converts the result (the optimized HLO shows ``convert`` around an
   f32 ``convolution``): float32 accumulation, one rounding; ``2048 + sixteen 1s``
   gives 2064 in float16, which a float16 accumulator could not;
-* subnormals: XLA:CPU runs its computations with the CPU's flush-to-zero and
-  denormals-are-zero modes set, so float64, float32 and bfloat16 (computed in
+* subnormals: XLA:CPU computes with the CPU's flush-to-zero and
+  denormals-are-zero modes set (elementwise ops flush too), so float64, float32 and bfloat16 (computed in
   float32) read subnormal inputs as zero and flush subnormal results; float16
   values are all normal in float32 and its subnormal results survive the final
   conversion.  Probed at start-up (:func:`flushes_subnormals`).
+
+Known XLA:CPU behaviour the suite found (conformance/baselines/jax.json): a grouped float64
+convolution is run as a dense one with a zero-masked kernel (NaN or infinity leaks
+across groups); the float16/bfloat16 gradient of ``jnp.pad``'s reflect/edge/wrap
+border is rounded twice; and several invalid problems are answered (negative
+padding crops, a non-positive output size is clamped to 0, zero channels, empty
+inputs, four spatial axes, ``jnp.pad`` reflecting or wrapping past the input).
 
 Compiling is the expensive part (tens of milliseconds per problem, against well
 under one for a cached call), so the jitted forward and backward functions are

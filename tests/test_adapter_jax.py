@@ -372,3 +372,44 @@ def _weight(spec: ConvSpec) -> tuple[int, ...] | None:
         return spec.weight_shape
     except ZeroDivisionError:
         return None
+
+
+# ------------------------------------------------- known answers to invalid problems
+#
+# The reproducers of conformance/baselines/jax.json's invalid-problem entries: JAX 0.10.2 answers each of these
+# invalid problems instead of raising.  When one of these tests fails, JAX has started to reject the problem:
+# drop the entry.
+ANSWERED_INVALID = {
+    "jax-negative-padding-crops": (
+        "lax.conv_general_dilated(ones((1, 1, 5)), ones((1, 1, 2)), (1,), [(-1, 1)])",
+        (1, 1, 4),
+    ),
+    "jax-output-size-clamped-to-zero": (
+        "lax.conv_general_dilated(ones((1, 1, 3)), ones((1, 1, 5)), (1,), [(0, 0)])",
+        (1, 1, 0),
+    ),
+    "jax-zero-channels": ("lax.conv_general_dilated(ones((1, 0, 5)), ones((3, 0, 2)), (1,), 'VALID')", (1, 3, 4)),
+    "jax-empty-input": ("lax.conv_general_dilated(ones((1, 1, 0)), ones((1, 1, 2)), (1,), [(1, 1)])", (1, 1, 1)),
+    "jax-four-spatial-axes": (
+        "lax.conv_general_dilated(ones((1, 1, 2, 2, 2, 2)), ones((1, 1, 1, 1, 1, 1)), (1,) * 4, 'VALID')",
+        (1, 1, 2, 2, 2, 2),
+    ),
+    "jax-pad-past-the-input": ("jnp.pad(jnp.arange(2.0), 2, mode='reflect')", (6,)),
+}
+
+
+@pytest.mark.parametrize(("code", "shape"), ANSWERED_INVALID.values(), ids=ANSWERED_INVALID.keys())
+def test_known_answer_to_an_invalid_problem_is_still_given(code: str, shape: tuple[int, ...]) -> None:
+    import jax.numpy as jnp
+    from jax import lax
+
+    assert eval(code, {"jnp": jnp, "lax": lax, "ones": jnp.ones}).shape == shape
+
+
+def test_float64_grouped_convolution_still_mixes_groups() -> None:
+    """jax-f64-grouped-conv-mixes-groups: XLA:CPU makes a grouped float64 convolution a dense one with a
+    zero-masked kernel, so NaN in group 0 reaches group 1.  When this fails, drop the entry."""
+    spec = ConvSpec(2, 2, input_size=(1,), kernel_size=(1,), groups=2, bias=False, dtype="float64")
+    x, w = np.array([np.nan, 2.0]).reshape(1, 2, 1), np.array([1.0, 3.0]).reshape(2, 1, 1)
+    assert np.isnan(adapter().forward(spec, x, w, None)).all()
+    assert adapter().forward(spec.replace(dtype="float32"), x, w, None).ravel()[1] == 6.0
