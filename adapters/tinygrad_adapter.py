@@ -8,7 +8,8 @@ on a 3-D or 5-D tensor is a 1-D or 3-D convolution), so one op serves every
   flat ``padding`` list, which tinygrad reads like ``F.pad``, *last axis first*:
   ``(before_W, after_W, before_H, after_H, ...)``;
 * ``padding='same'`` (zeros mode) is ``tinygrad.nn.Conv2d(..., padding='same')``,
-  the one tinygrad API that takes the string (it resolves the pads itself), with
+  the one tinygrad API that takes a padding string (it resolves the pads itself,
+  and gets any other string, to accept or refuse), with
   the adapter's weight and bias put in the module; ``'valid'``, which no tinygrad
   API spells, is padding 0 (that *is* its definition);
 * reflect / replicate / circular go through tinygrad's own
@@ -59,6 +60,7 @@ kernels); the dtypes are probed on the running machine rather than assumed:
 from __future__ import annotations
 
 import inspect
+import os
 import pprint
 import textwrap
 from collections import OrderedDict
@@ -81,7 +83,8 @@ _NOTES = (
     "device: tinygrad's CPU device (clang), given to every tensor as device='CPU'; the adapter sets no DEV "
     "or Context, so a user's DEV does not change what is tested",
     "one op for every dims: Tensor.conv2d / Tensor.conv_transpose2d are generic over the spatial axes",
-    "padding: explicit pairs native (flat list, last axis first); 'same' (zeros) is nn.Conv2d(padding='same'); "
+    "padding: explicit pairs native (flat list, last axis first); 'same' and any other string but 'valid' (zeros) "
+    "go to nn.Conv2d(padding=...), as given; "
     "'valid' is padding 0; reflect/replicate/circular are tinygrad's Tensor.pad(mode=...) before the "
     "convolution ('same' in those modes resolved by the adapter)",
     "layouts: channels_last is a realized (N, *spatial, C) buffer permuted to (N, C, *spatial); strided is a "
@@ -90,7 +93,7 @@ _NOTES = (
     "float16: products exact (clang's __fp16 promotes to float), float32 accumulation rounded to float16, then "
     "the bias is added to that rounded sum and rounded again",
     "compiled programs: tinygrad's own in-memory and on-disk caches (CACHEDB, ~/.cache/tinygrad/cache.db) plus "
-    "one TinyJit per problem in the adapter",
+    "one TinyJit per problem in the adapter (CONV_CONFORMANCE_TINYGRAD_JIT_CACHE=0 turns that off)",
 )
 
 
@@ -239,17 +242,19 @@ def conv_recipe(spec: ConvSpec) -> dict[str, Any]:
     if any(op != 0 for op in spec.output_padding):
         raise CannotExpress(f"output_padding={spec.output_padding}: Tensor.conv2d has no output_padding")
     common = {"groups": spec.groups, "stride": list(spec.stride), "dilation": list(spec.dilation)}
-    if spec.padding == "same" and spec.padding_mode == "zeros":
+    if isinstance(spec.padding, str) and spec.padding != "valid" and spec.padding_mode == "zeros":
+        # nn.Conv2d is the tinygrad API that takes a padding string: 'same' and any other goes to it as it is.
         recipe.update(op="nn.Conv2d", module={
             "in_channels": spec.in_channels, "out_channels": spec.out_channels,
             # nn.Conv2d takes 'same' only with stride == 1 (the int): a stride of ones is that.
-            "kernel_size": list(spec.kernel_size), "padding": "same",
+            "kernel_size": list(spec.kernel_size), "padding": spec.padding,
             "stride": 1 if all(s == 1 for s in spec.stride) else list(spec.stride),
             "dilation": list(spec.dilation), "groups": spec.groups, "bias": spec.bias,
         })  # fmt: skip
         return recipe
     if isinstance(spec.padding, str) and spec.padding not in ("same", "valid"):
-        raise CannotExpress(f"padding={spec.padding!r}: no tinygrad API has such a padding string")
+        raise CannotExpress(f"padding={spec.padding!r} with padding_mode={spec.padding_mode!r}: only nn.Conv2d takes "
+                            "a padding string, and it has no padding mode")  # fmt: skip
     if spec.padding == "same" and any(s != 1 for s in spec.stride):
         raise CannotExpress(
             f"padding='same', padding_mode={spec.padding_mode!r}, stride={spec.stride}: tinygrad has 'same' only "
@@ -277,7 +282,10 @@ class Tinygrad(Adapter):
 
     name = "tinygrad"
 
-    def __init__(self, jit_cache_size: int = _JIT_CACHE_SIZE) -> None:
+    def __init__(self, jit_cache_size: int | None = None) -> None:
+        if jit_cache_size is None:
+            # 0 turns the adapter's TinyJit cache off (to measure what it gains); tinygrad's own caches stay.
+            jit_cache_size = int(os.environ.get("CONV_CONFORMANCE_TINYGRAD_JIT_CACHE", _JIT_CACHE_SIZE))
         self._jit_cache_size = jit_cache_size
         self._jits: OrderedDict[tuple[ConvSpec, str], Any] = OrderedDict()
         self._capabilities: Capabilities | None = None

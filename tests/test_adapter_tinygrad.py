@@ -113,7 +113,7 @@ def test_capabilities() -> None:
     assert caps.precision[("float16", "cpu")] == tolerance.Precision(None, "float32", "float16")
     assert caps.unsupported(ConvSpec(2, 2, input_size=(5,), kernel_size=(2,), padding="same", layout="strided")) is None
     notes = " ".join(caps.notes)
-    for what in ("device='CPU'", "Tensor.pad(mode=...)", "nn.Conv2d(padding='same')", "TinyJit"):
+    for what in ("device='CPU'", "Tensor.pad(mode=...)", "nn.Conv2d(padding=...)", "TinyJit"):
         assert what in notes
 
 
@@ -279,7 +279,6 @@ INVALID = [
     ConvSpec(4, 6, input_size=(5,), kernel_size=(2,), groups=3),  # in_channels % groups
     ConvSpec(1, 1, input_size=(5,), kernel_size=(2,), stride=(0,)),
     ConvSpec(1, 1, input_size=(3,), kernel_size=(5,)),  # kernel larger than the padded input
-    ConvSpec(1, 1, input_size=(5,), kernel_size=(2,), padding="SAME"),
     ConvSpec(1, 1, input_size=(5,), kernel_size=(2,), stride=(2,), padding="same"),
 ]
 
@@ -291,6 +290,36 @@ def test_invalid_problem_raises(spec: ConvSpec) -> None:
     b = np.ones(spec.bias_shape) if spec.bias else None
     with pytest.raises(Exception):  # noqa: B017  (any exception is a refusal: see adapters/base.py)
         adapter().forward(spec, np.ones(shape[0]), np.ones(shape[1]), b)
+
+
+# The baselined discrepancies (conformance/baselines/tinygrad.json), pinned through the adapter: when one of
+# these fails, tinygrad has changed, and its baseline entry (and _known_discrepancy above) should go.
+
+
+def test_known_same_with_per_axis_dilation_has_the_wrong_shape() -> None:
+    spec = ConvSpec(1, 1, input_size=(6, 5), kernel_size=(3, 2), padding="same", dilation=(1, 2), bias=False)
+    assert adapter().forward(spec, np.ones(spec.input_shape), np.ones(spec.weight_shape), None).shape == (1, 1, 8, 4)
+
+
+def test_known_reflect_padding_refuses_an_empty_batch() -> None:
+    spec = ConvSpec(2, 2, input_size=(4,), kernel_size=(2,), padding=1, padding_mode="reflect", batch=0)
+    with pytest.raises(ValueError, match="should be less than the input size=0 for dim=0"):
+        adapter().forward(spec, *make_inputs(spec, DataRecipe()))
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        ConvSpec(1, 1, input_size=(5,), kernel_size=(2,), padding="SAME"),  # nn.Conv2d lower-cases the string
+        ConvSpec(1, 1, input_size=(5,), kernel_size=(2,), dilation=(0,)),
+        ConvSpec(1, 1, input_size=(5,), kernel_size=(2,), padding=((-1, 1),)),
+        ConvSpec(1, 1, input_size=(5,), kernel_size=(2,), stride=(2,), output_padding=(2,), transposed=True),
+    ],
+    ids=str,
+)
+def test_known_invalid_problems_answered(spec: ConvSpec) -> None:
+    assert not spec.is_valid()
+    adapter().forward(spec, np.ones(spec.input_shape), np.ones(spec.weight_shape), np.ones(spec.bias_shape))
 
 
 def test_module_is_importable_without_running_anything() -> None:
