@@ -239,7 +239,8 @@ def conv_recipe(spec: ConvSpec) -> dict[str, Any]:
             "padding": flat_pads(spec.padding), "output_padding": list(spec.output_padding),
         })  # fmt: skip
         return recipe
-    if any(op != 0 for op in spec.output_padding):
+    if len(spec.output_padding) != spec.dims or any(op != 0 for op in spec.output_padding):
+        # Even all zeros, an output_padding of the wrong length is part of the problem, and conv2d cannot take it.
         raise CannotExpress(f"output_padding={spec.output_padding}: Tensor.conv2d has no output_padding")
     common = {"groups": spec.groups, "stride": list(spec.stride), "dilation": list(spec.dilation)}
     if isinstance(spec.padding, str) and spec.padding != "valid" and spec.padding_mode == "zeros":
