@@ -22,10 +22,11 @@ pytest.importorskip("jax", reason="JAX is not installed: pip install 'conv-confo
 from adapters import jax_adapter
 from adapters.base import CannotExpress
 from adapters.jax_adapter import Jax, plan
-from conformance import oracle, tolerance
-from conformance.data import DataRecipe, make_grad_output, make_inputs, reduction_lengths
+from conformance import tolerance
+from conformance.data import DataRecipe, make_grad_output, make_inputs
 from conformance.spec import ConvSpec
 from conformance.strategies import conv_cases
+from tests.adapter_checks import judge
 from tests.test_repro import forward_case, run_script
 
 #: Every distribution but "special": NaN/Inf propagation is the special-values chapter's business.
@@ -57,16 +58,7 @@ def _declared_cases(transposed: bool | None = None) -> st.SearchStrategy:
 
 
 def _forward_verdict(spec: ConvSpec, recipe: DataRecipe) -> tolerance.Verdict:
-    x, w, b = make_inputs(spec, recipe)
-    return tolerance.check(
-        adapter().forward(spec, x, w, b),
-        oracle.forward(spec, x, w, b),
-        oracle.magnitude(spec, x, w, b),
-        inputs=(x, w, b) if spec.bias else (x, w),
-        reduction_length=reduction_lengths(spec)["forward"],
-        precision=adapter().capabilities().precision_for(spec),
-        bias=spec.bias,
-    )
+    return judge(adapter(), spec, recipe)["output"]
 
 
 # ---------------------------------------------------------- conformance
@@ -86,20 +78,33 @@ def test_every_declared_case_conforms(case: tuple[ConvSpec, DataRecipe]) -> None
 @given(st.deferred(_declared_cases))
 def test_every_declared_backward_conforms(case: tuple[ConvSpec, DataRecipe]) -> None:
     spec, recipe = case
-    x, w, b = make_inputs(spec, recipe)
-    gy = make_grad_output(spec, recipe)
-    got = adapter().backward(spec, x, w, b, gy)
-    refs = oracle.backward(spec, x, w, gy)
-    mags = oracle.backward_magnitude(spec, x, w, gy)
-    lengths = reduction_lengths(spec)
-    operands = {"grad_input": (w, gy), "grad_weight": (x, gy), "grad_bias": (gy,)}
-    for product, g, ref, mag in zip(("grad_input", "grad_weight", "grad_bias"), got, refs, mags):
-        if ref is None:
-            assert g is None
+    for product, verdict in judge(adapter(), spec, recipe, "backward").items():
+        if _pad_fold(spec, product) and verdict.failed:
+            event("known: jax-half-pad-fold")  # pinned by test_the_half_pad_fold_still_rounds_twice
             continue
-        verdict = tolerance.check(g, ref, mag, inputs=operands[product], reduction_length=lengths[product],
-                                  precision=adapter().capabilities().precision_for(spec))  # fmt: skip
         assert not verdict.failed, f"jax.vjp({spec}) {product} on {recipe}: {verdict.reason}"
+
+
+def _pad_fold(spec: ConvSpec, product: str) -> bool:
+    """The class of conformance/baselines/jax.json's jax-half-pad-fold: jnp.pad's gradient folds the border
+    in float16/bfloat16, rounding grad_input twice."""
+    return product == "grad_input" and spec.dtype in ("float16", "bfloat16") and spec.padding_mode != "zeros"
+
+
+def test_the_half_pad_fold_still_rounds_twice() -> None:
+    # The entry's reproducer: 16.5 where 16.6133 is due (drop the entry, and this test, when JAX sums in float32).
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    def f(x):
+        return lax.conv_general_dilated(jnp.pad(x, ((0, 0), (0, 0), (2, 2)), mode="edge"),
+                                        jnp.ones((1, 1, 3), jnp.bfloat16), (1,), "VALID")  # fmt: skip
+
+    g = jnp.array([[[5.4375, -0.08984375, 0.48046875, -0.71875]]], jnp.bfloat16)
+    _, vjp = jax.vjp(f, jnp.ones((1, 1, 2), jnp.bfloat16))
+    (gx,) = vjp(g)
+    assert float(gx[0, 0, 0]) == 16.5
 
 
 @pytest.mark.parametrize(

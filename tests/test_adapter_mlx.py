@@ -28,6 +28,7 @@ from conformance import oracle, tolerance
 from conformance.data import DataRecipe, make_inputs, reduction_lengths
 from conformance.spec import ConvSpec
 from conformance.strategies import conv_cases
+from tests.adapter_checks import judge
 
 #: Every distribution but "special": NaN/Inf propagation is the special-values chapter's business.
 DISTRIBUTIONS = ("ones", "integers", "real", "cancellation")
@@ -64,17 +65,7 @@ def _known_refusal(spec: ConvSpec) -> str | None:
 
 
 def _verdict(spec: ConvSpec, recipe: DataRecipe) -> tolerance.Verdict:
-    x, w, b = make_inputs(spec, recipe)
-    got = adapter().forward(spec, x, w, b)
-    return tolerance.check(
-        got,
-        oracle.forward(spec, x, w, b),
-        oracle.magnitude(spec, x, w, b),
-        inputs=(x, w, b) if spec.bias else (x, w),
-        reduction_length=reduction_lengths(spec)["forward"],
-        precision=adapter().capabilities().precision_for(spec),
-        bias=spec.bias,
-    )
+    return judge(adapter(), spec, recipe)["output"]
 
 
 def _declared_cases() -> st.SearchStrategy:

@@ -24,10 +24,11 @@ pytest.importorskip("onnx")
 from adapters import onnxruntime_adapter
 from adapters.base import CannotExpress
 from adapters.onnxruntime_adapter import OnnxRuntime
-from conformance import oracle, tolerance
-from conformance.data import DataRecipe, make_inputs, reduction_lengths
+from conformance import tolerance
+from conformance.data import DataRecipe, make_inputs
 from conformance.spec import ConvSpec
 from conformance.strategies import conv_cases
+from tests.adapter_checks import judge
 
 #: Every distribution but "special": NaN/Inf propagation is the special-values chapter's business.
 DISTRIBUTIONS = ("ones", "integers", "real", "cancellation")
@@ -87,17 +88,7 @@ def _known_refusal(spec: ConvSpec) -> str | None:
 
 
 def _verdict(spec: ConvSpec, recipe: DataRecipe) -> tolerance.Verdict:
-    x, w, b = make_inputs(spec, recipe)
-    got = adapter().forward(spec, x, w, b)
-    return tolerance.check(
-        got,
-        oracle.forward(spec, x, w, b),
-        oracle.magnitude(spec, x, w, b),
-        inputs=(x, w, b) if spec.bias else (x, w),
-        reduction_length=reduction_lengths(spec)["forward"],
-        precision=adapter().capabilities().precision_for(spec),
-        bias=spec.bias,
-    )
+    return judge(adapter(), spec, recipe)["output"]
 
 
 @settings(

@@ -27,10 +27,11 @@ pytest.importorskip("openvino", reason="the openvino extra is not installed (pip
 from adapters import openvino_adapter
 from adapters.base import CannotExpress
 from adapters.openvino_adapter import OpenVino, model_recipe
-from conformance import oracle, tolerance
-from conformance.data import DataRecipe, make_inputs, reduction_lengths
+from conformance import tolerance
+from conformance.data import DataRecipe, make_inputs
 from conformance.spec import ConvSpec
 from conformance.strategies import conv_cases
+from tests.adapter_checks import judge
 
 DISTRIBUTIONS = ("ones", "integers", "real", "cancellation")
 
@@ -60,17 +61,7 @@ def _declared_cases() -> st.SearchStrategy:
 
 
 def _verdict(spec: ConvSpec, recipe: DataRecipe) -> tolerance.Verdict:
-    x, w, b = make_inputs(spec, recipe)
-    got = adapter().forward(spec, x, w, b)
-    return tolerance.check(
-        got,
-        oracle.forward(spec, x, w, b),
-        oracle.magnitude(spec, x, w, b),
-        inputs=(x, w, b) if spec.bias else (x, w),
-        reduction_length=reduction_lengths(spec)["forward"],
-        precision=adapter().capabilities().precision_for(spec),
-        bias=spec.bias,
-    )
+    return judge(adapter(), spec, recipe)["output"]
 
 
 # ---------------------------------------------------------- conformance

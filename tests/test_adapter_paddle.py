@@ -24,6 +24,7 @@ from conformance import oracle, tolerance
 from conformance.data import DataRecipe, make_grad_output, make_inputs, reduction_lengths
 from conformance.spec import ConvSpec
 from conformance.strategies import conv_cases
+from tests.adapter_checks import judge
 
 DISTRIBUTIONS = ("ones", "integers", "real", "cancellation")
 
@@ -273,26 +274,7 @@ def _declared_cases() -> st.SearchStrategy:
 
 
 def _check(spec: ConvSpec, recipe: DataRecipe, operation: str) -> list[tolerance.Verdict]:
-    x, w, b = make_inputs(spec, recipe)
-    precision = adapter().capabilities().precision_for(spec)
-    lengths = reduction_lengths(spec)
-    if operation == "forward":
-        got = adapter().forward(spec, x, w, b)
-        return [tolerance.check(got, oracle.forward(spec, x, w, b), oracle.magnitude(spec, x, w, b),
-                                inputs=(x, w, b) if spec.bias else (x, w), reduction_length=lengths["forward"],
-                                precision=precision, bias=spec.bias)]  # fmt: skip
-    gy = make_grad_output(spec, recipe)
-    got = adapter().backward(spec, x, w, b, gy)
-    ref = oracle.backward(spec, x, w, gy)
-    mag = oracle.backward_magnitude(spec, x, w, gy)
-    verdicts = []
-    factors = {"grad_input": (w, gy), "grad_weight": (x, gy), "grad_bias": (gy,)}
-    for name, g, r, m in zip(("grad_input", "grad_weight", "grad_bias"), got, ref, mag):
-        if r is None:
-            continue
-        verdicts.append(tolerance.check(g, r, m, inputs=factors[name], reduction_length=lengths[name],
-                                        precision=precision))  # fmt: skip
-    return verdicts
+    return list(judge(adapter(), spec, recipe, operation).values())
 
 
 @settings(max_examples=80, derandomize=True, database=None, deadline=None,

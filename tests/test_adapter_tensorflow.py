@@ -25,10 +25,11 @@ from adapters import tensorflow_adapter as tfa
 from adapters.base import CannotExpress
 from adapters.tensorflow_adapter import TensorFlow
 from conformance import oracle, tolerance
-from conformance.data import DataRecipe, make_grad_output, make_inputs, reduction_lengths
+from conformance.data import DataRecipe, make_grad_output, make_inputs
 from conformance.formats import round_to
 from conformance.spec import ConvSpec
 from conformance.strategies import conv_cases
+from tests.adapter_checks import judge
 
 DISTRIBUTIONS = ("ones", "integers", "real", "cancellation")
 
@@ -36,29 +37,7 @@ adapter = functools.cache(TensorFlow)
 
 
 def _verdicts(spec: ConvSpec, recipe: DataRecipe, operation: str = "forward") -> dict[str, tolerance.Verdict]:
-    x, w, b = make_inputs(spec, recipe)
-    precision = adapter().capabilities().precision_for(spec)
-    lengths = reduction_lengths(spec)
-    if operation == "forward":
-        got = adapter().forward(spec, x, w, b)
-        return {"output": tolerance.check(
-            got, oracle.forward(spec, x, w, b), oracle.magnitude(spec, x, w, b),
-            inputs=(x, w, b) if spec.bias else (x, w), reduction_length=lengths["forward"],
-            precision=precision, bias=spec.bias,
-        )}  # fmt: skip
-    gy = make_grad_output(spec, recipe)
-    got = adapter().backward(spec, x, w, b, gy)
-    refs = oracle.backward(spec, x, w, gy)
-    mags = oracle.backward_magnitude(spec, x, w, gy)
-    inputs = {"grad_input": (w, gy), "grad_weight": (x, gy), "grad_bias": (gy,)}
-    out = {}
-    for product, g, ref, mag in zip(inputs, got, refs, mags):
-        if ref is None:
-            assert g is None
-            continue
-        out[product] = tolerance.check(g, ref, mag, inputs=inputs[product], reduction_length=lengths[product],
-                                       precision=precision)  # fmt: skip
-    return out
+    return judge(adapter(), spec, recipe, operation)
 
 
 # ------------------------------------------------------------ known discrepancies

@@ -27,9 +27,10 @@ from adapters import tinygrad_adapter
 from adapters.base import CannotExpress
 from adapters.tinygrad_adapter import Tinygrad, conv_recipe, flat_pads
 from conformance import oracle, tolerance
-from conformance.data import DataRecipe, make_inputs, reduction_lengths
+from conformance.data import DataRecipe, make_inputs
 from conformance.spec import ConvSpec
 from conformance.strategies import conv_cases
+from tests.adapter_checks import judge
 
 #: Every distribution but "special": NaN/Inf propagation is the special-values chapter's business.
 DISTRIBUTIONS = ("ones", "integers", "real", "cancellation")
@@ -127,16 +128,7 @@ def test_versions() -> None:
 
 
 def _verdict(spec: ConvSpec, recipe: DataRecipe) -> tolerance.Verdict:
-    x, w, b = make_inputs(spec, recipe)
-    return tolerance.check(
-        adapter().forward(spec, x, w, b),
-        oracle.forward(spec, x, w, b),
-        oracle.magnitude(spec, x, w, b),
-        inputs=(x, w, b) if spec.bias else (x, w),
-        reduction_length=reduction_lengths(spec)["forward"],
-        precision=adapter().capabilities().precision_for(spec),
-        bias=spec.bias,
-    )
+    return judge(adapter(), spec, recipe)["output"]
 
 
 def _known_discrepancy(spec: ConvSpec) -> str | None:
