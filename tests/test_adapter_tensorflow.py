@@ -63,6 +63,12 @@ def _known(spec: ConvSpec, operation: str) -> set[str]:
         and operation == "backward"
         and not spec.transposed,
         "tensorflow-onednn-empty-batch-shape": onednn and spec.batch == 0,
+        "tensorflow-onednn-bf16-strided-single-column-zero-rows": bf16
+        and spec.dims == 2
+        and spec.in_channels == 1
+        and max(spec.stride) > 1
+        and operation == "forward"
+        and not spec.transposed,
         "tensorflow-onednn-empty-batch-bias": onednn and spec.batch == 0 and spec.bias,
         "tensorflow-mirror-pad-empty-batch": spec.batch == 0 and spec.padding_mode == "reflect",
     }
@@ -70,7 +76,7 @@ def _known(spec: ConvSpec, operation: str) -> set[str]:
 
 
 KNOWN_PRODUCTS = {
-    "output": {"tensorflow-onednn-empty-batch-shape"},
+    "output": {"tensorflow-onednn-empty-batch-shape", "tensorflow-onednn-bf16-strided-single-column-zero-rows"},
     "grad_input": {"tensorflow-onednn-empty-batch-shape", "tensorflow-bf16-mirror-pad-grad-rounds-twice"},
     "grad_weight": {
         "tensorflow-bf16-explicit-padding-backprop-filter",
@@ -110,6 +116,12 @@ REPROS = {
         "tf.bfloat16)[None, None, None, :], 1, 'VALID', data_format='NCHW')[0, 5], tf.float64).numpy().tolist()",
         "[nan, nan]",
         [-np.inf, -np.inf],
+    ),
+    "tensorflow-onednn-bf16-strided-single-column-zero-rows": (
+        "tf.cast(tf.nn.conv2d(tf.ones((1, 3, 2, 1), tf.bfloat16), tf.ones((1, 2, 1, 1), tf.bfloat16), [1, 1, 2, 1], "
+        "'VALID'), tf.float64).numpy().ravel().tolist()",
+        [2.0, 0.0, 2.0],
+        [2.0, 2.0, 2.0],
     ),
     "tensorflow-transposed-zero-channels-answered": (
         "tf.nn.conv1d_transpose(tf.ones((1, 1, 0)), tf.ones((1, 1, 0)), [1, 1, 1], 1, 'VALID').numpy().tolist()",
