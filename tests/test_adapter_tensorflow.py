@@ -118,10 +118,11 @@ REPROS = {
         [-np.inf, -np.inf],
     ),
     "tensorflow-onednn-bf16-strided-single-column-zero-rows": (
-        "tf.cast(tf.nn.conv2d(tf.ones((1, 3, 2, 1), tf.bfloat16), tf.ones((1, 2, 1, 1), tf.bfloat16), [1, 1, 2, 1], "
-        "'VALID'), tf.float64).numpy().ravel().tolist()",
-        [2.0, 0.0, 2.0],
-        [2.0, 2.0, 2.0],
+        # The unwritten row holds whatever the buffer held (0.0, -0.1088...): pinned as "not the 2 that is due".
+        "float(tf.nn.conv2d(tf.ones((1, 3, 2, 1), tf.bfloat16), tf.ones((1, 2, 1, 1), tf.bfloat16), [1, 1, 2, 1], "
+        "'VALID')[0, 1, 0, 0]) != 2.0",
+        True,
+        False,
     ),
     "tensorflow-transposed-zero-channels-answered": (
         "tf.nn.conv1d_transpose(tf.ones((1, 1, 0)), tf.ones((1, 1, 0)), [1, 1, 1], 1, 'VALID').numpy().tolist()",
