@@ -48,6 +48,8 @@ FACTS: dict[str, tuple[str, str]] = {
     "batch": ("int", "batch size"),
     "in_channels": ("int", "input channels"),
     "out_channels": ("int", "output channels"),
+    "channels_per_group": ("int", "input channels per group (in_channels // groups)"),
+    "min_output_size": ("int", "the smallest output extent over the axes"),
     "stride": ("int", "the largest stride over the axes"),
     "dilation": ("int", "the largest dilation over the axes"),
     "kernel": ("int", "the largest kernel extent over the axes"),
@@ -217,6 +219,8 @@ def _spec_facts(spec: Any) -> dict[str, Any]:
     fact("batch", lambda: int(spec.batch))
     fact("in_channels", lambda: int(spec.in_channels))
     fact("out_channels", lambda: int(spec.out_channels))
+    fact("channels_per_group", lambda: int(spec.in_channels) // int(spec.groups))
+    fact("min_output_size", lambda: min(spec.output_size))
     fact("stride", lambda: max(spec.stride))
     fact("dilation", lambda: max(spec.dilation))
     fact("kernel", lambda: max(spec.kernel_size))

@@ -65,7 +65,8 @@ def _known(spec: ConvSpec, operation: str) -> set[str]:
         "tensorflow-onednn-empty-batch-shape": onednn and spec.batch == 0,
         "tensorflow-onednn-bf16-strided-single-column-zero-rows": bf16
         and spec.dims == 2
-        and spec.in_channels == 1
+        and spec.in_channels // spec.groups == 1
+        and min(spec.output_size) == 1
         and max(spec.stride) > 1
         and operation == "forward"
         and not spec.transposed,
