@@ -77,8 +77,7 @@ def gather(paths: list[str]) -> Scoreboard:
     merged.complete = True
     backends: list[Backend] = []
     missing: list[tuple[str, str]] = []
-    owner: dict[str, str] = {}
-    sources: dict[str, str] = {}
+    owner: dict[str, str] = {}  # adapter -> the results file that holds it
     for path in paths:
         try:
             results = read(path)
@@ -91,7 +90,6 @@ def gather(paths: list[str]) -> Scoreboard:
                 raise ScoreboardError(f"{path} and {owner[adapter]} both hold results of adapter {adapter!r}: "
                                       "a scoreboard shows one run per backend")  # fmt: skip
             owner[adapter] = path
-            sources[adapter] = path
         merged.cells.update(results.cells)
         merged.adapter_errors.update(results.adapter_errors)
         if not results.complete:
@@ -99,7 +97,7 @@ def gather(paths: list[str]) -> Scoreboard:
         entries = (results.baseline or {}).get("entries") or []
         for adapter in adapters:
             backends.append(_backend(adapter, path, results, entries))
-    report = build(merged, results_path=", ".join(sorted(set(sources.values()))), results_paths=sources)
+    report = build(merged, results_path=", ".join(sorted(set(owner.values()))), results_paths=owner)
     report.title = f"Convolution conformance scoreboard: {len(backends)} backends"
     by_adapter = {s.adapter: s for s in report.summaries}
     for backend in backends:
