@@ -49,6 +49,11 @@ class CaseResult:
         return max(ratios) if ratios else None
 
     @property
+    def near_bound(self) -> float:
+        """The largest share of elements near their bound over the products (see ``Verdict.near_bound``)."""
+        return max((v.near_bound for v in self.verdicts.values()), default=0.0)
+
+    @property
     def worst_product(self) -> str | None:
         failing = [p for p, v in self.verdicts.items() if v.status != "passed"]
         return (failing or list(self.verdicts) or [None])[0]

@@ -255,7 +255,7 @@ _VERDICT = Object(optional={
     "status": Str(), "tier": Str(), "reason": Str(), "checked": Nullable(Int()),
     "worst_index": Nullable(ListOf(Int())), "mismatches": Nullable(Int()), "excused": Nullable(Int()),
     **{name: Nullable(Number()) for name in ("expected", "got", "error", "bound", "ratio", "sum_sq_error",
-                                             "zero_fraction")},
+                                             "zero_fraction", "near_bound")},
 })  # fmt: skip
 
 _HEATMAP = Object(

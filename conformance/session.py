@@ -22,6 +22,10 @@ from conformance.baseline import BAD, Baseline, BaselineError, Entry, read_basel
 from conformance.results import Results, ResultsError, environment, merge, read
 
 PROFILES = ("ci", "dev", "fuzz")
+#: Profiles whose search is targeted: each case tells Hypothesis how close it came to its bound (see :func:`aim`).
+TARGETED_PROFILES = ("dev", "fuzz")
+#: ``hypothesis.target`` needs a finite score; past this error/bound ratio a case has failed long before.
+_TARGET_CAP = 1e6
 _QUIET = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
 
 
@@ -62,6 +66,20 @@ def reproducible(test: Any, cell_id: str) -> Any:
         return test
     digest = hashlib.sha256(cell_id.encode()).digest()
     return seed(int.from_bytes(digest[:8], "big"))(test)
+
+
+def aim(result: Any) -> None:
+    """Report a case's closeness to failing to Hypothesis (``hypothesis.target``), so its target phase climbs
+    toward precision bugs instead of sampling blindly: the worst element's error/bound ratio, and the share of
+    elements near their bound (a bug whose error grows with the reduction or with cancellation shows in
+    both before it crosses the bound).  A case with no verdict (unsupported, an error) reports nothing."""
+    from hypothesis import target
+
+    ratio = result.ratio
+    if ratio is None or math.isnan(ratio):
+        return
+    target(min(ratio, _TARGET_CAP), label="worst error/bound")
+    target(result.near_bound, label="share of elements near their bound")
 
 
 class ConformanceFailure(AssertionError):
@@ -110,10 +128,14 @@ class ConformanceSession:
         seed: str | None = None,
         max_examples: int | None = None,
         identities: dict[str, str] | None = None,
+        targeting: bool | None = None,
     ) -> None:
         from conformance.faults import AdapterBroken, AdapterCaller
 
         self.profile = profile
+        #: whether each case reports its error/bound to Hypothesis (default: the dev and fuzz profiles); the
+        #: search uses it only where the settings' phases include ``Phase.target``
+        self.targeting = profile in TARGETED_PROFILES if targeting is None else targeting
         self.baseline = baseline if baseline is not None else Baseline()
         self.shard_dir = Path(shard_dir) if shard_dir is not None else None
         self.shard_name = shard_name
@@ -208,6 +230,8 @@ class ConformanceSession:
                 return  # the budget is spent: the remaining examples finish at once, unrecorded
             spec, recipe = case
             result = run_case(caller, spec, recipe, cell.operation)
+            if self.targeting:
+                aim(result)
             message = f"{result.status}: {adapter}.conv({spec.descriptor()}) [{recipe.describe()}]\n{result.reason}"
             if result.repro:
                 message += "\nstandalone repro script kept in the results file"
@@ -374,12 +398,14 @@ def _record_death(results: Results, record: dict[str, Any], interrupted: bool = 
 __all__ = [
     "BAD",
     "PROFILES",
+    "TARGETED_PROFILES",
     "Baseline",
     "BaselineError",
     "ConformanceFailure",
     "ConformanceSession",
     "DuplicateAdapterName",
     "Entry",
+    "aim",
     "merge_shards",
     "read_baseline",
     "register_profiles",

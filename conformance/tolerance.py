@@ -70,6 +70,8 @@ STATUSES = ("passed", "failed", "mistrusted")
 
 #: A case whose reference has more than this fraction of exact zeros is mistrusted.
 MOSTLY_ZERO = 0.5
+#: An element whose error is at least this fraction of its bound counts as near it (``Verdict.near_bound``).
+NEAR_BOUND = 0.5
 
 
 # --------------------------------------------------------------------- verdict
@@ -100,6 +102,9 @@ class Verdict:
     ``excused`` those that carried no requirement (overflow, see the module docstring).
     ``zero_fraction`` is the share of exact zeros among the elements that sum at least
     one product (among all elements when :func:`check` was not told which do).
+    ``near_bound`` is the share of the bounded elements whose error is at least
+    ``NEAR_BOUND`` of their bound: how close the answer as a whole came to failing,
+    which a targeted search (``hypothesis.target``) can climb along with ``ratio``.
     """
 
     status: str
@@ -116,6 +121,7 @@ class Verdict:
     reason: str
     mismatches: int = 0
     excused: int = 0
+    near_bound: float = 0.0
 
     @property
     def failed(self) -> bool:
@@ -125,7 +131,7 @@ class Verdict:
         """A JSON-able dict: NaN and infinities are written as strings (``"nan"``, ``"inf"``)."""
         out = asdict(self)
         out["worst_index"] = None if self.worst_index is None else list(self.worst_index)
-        for name in ("expected", "got", "error", "bound", "ratio", "sum_sq_error", "zero_fraction"):
+        for name in ("expected", "got", "error", "bound", "ratio", "sum_sq_error", "zero_fraction", "near_bound"):
             out[name] = _json_float(out[name])
         return out
 
@@ -136,6 +142,7 @@ class Verdict:
             data["worst_index"] = tuple(data["worst_index"])
         for name in ("expected", "got", "error", "bound", "ratio", "sum_sq_error", "zero_fraction"):
             data[name] = _from_json_float(data.get(name))
+        data["near_bound"] = _from_json_float(data.get("near_bound")) or 0.0
         return cls(**data)
 
     def to_json(self) -> str:
@@ -293,6 +300,10 @@ def _real(got, req: Requirement, bad, error, sum_sq, precision: Precision, hazar
     inf_bad = bad & (kind == INF)
     ratio = error_ratios(got, req, bad, error)
     count, n_excused = int(np.count_nonzero(bad)), int(np.count_nonzero(excused))
+    bounded = (kind == VALUE) | (kind == FINITE_OR_OVERFLOW)
+    n_bounded = int(np.count_nonzero(bounded))
+    common = {**common, "near_bound": int(np.count_nonzero(bounded & (ratio >= NEAR_BOUND))) / n_bounded
+              if n_bounded else 0.0}  # fmt: skip
 
     flat = int(np.argmax(np.where(bad, ratio, -1.0))) if count else int(np.argmax(ratio))
     index = tuple(int(i) for i in np.unravel_index(flat, ref.shape))
@@ -346,6 +357,7 @@ __all__ = [
     "KINDS",
     "MOSTLY_ZERO",
     "NAN",
+    "NEAR_BOUND",
     "STATUSES",
     "TIERS",
     "VALUE",
