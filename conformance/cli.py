@@ -108,12 +108,17 @@ def _fuzz(args: argparse.Namespace) -> int:
     if problem:
         print(f"conv-conformance: {problem}", file=sys.stderr)
         return 2
+    if args.campaign:
+        from conformance.cli_campaign import campaign_worker_args
+
+        code, child_args, child = campaign_worker_args(args)
+        return code if code else _supervised(args, child_args, child=child)
     print(f"fuzzing {', '.join(args.adapter or ['torch'])} for {args.minutes:g} minute(s); "
           "each dot is a cell, the Hypothesis database keeps what it finds")  # fmt: skip
     return _supervised(args, [*_pytest_args(args, "fuzz"), "--time-budget", str(args.minutes)])
 
 
-def _supervised(args: argparse.Namespace, pytest_args: list[str]) -> int:
+def _supervised(args: argparse.Namespace, pytest_args: list[str], *, child: str | None = None) -> int:
     """Check the options, run the suite supervised, then summarize and write the report, finished or not."""
     from conformance.supervisor import supervise
 
@@ -126,7 +131,7 @@ def _supervised(args: argparse.Namespace, pytest_args: list[str]) -> int:
     # results without their report: it is remembered, and only changes the exit status.
     # (Installed only once the run is over: a Ctrl-C before or during it must stop it, and supervise() has
     # its own handlers for while the child runs.)
-    code = supervise(pytest_args, args.results, context)
+    code = supervise(pytest_args, args.results, context, **({"child": child} if child else {}))
     if code == 2 or not Path(args.results).exists():
         return code
     late: list[int] = []
@@ -228,16 +233,20 @@ def build_parser() -> argparse.ArgumentParser:
     _suite_options(fuzz)
     fuzz.add_argument("--minutes", type=float, required=True)
     fuzz.set_defaults(handler=_fuzz)
+    from conformance.cli_campaign import add_campaign_commands, add_campaign_options, add_report_campaign_option
+
+    add_campaign_options(fuzz)
 
     adapters = commands.add_parser("adapters", help="list adapters and their capabilities")
     adapters.set_defaults(handler=adapters_command)
 
     report = commands.add_parser("report", help="render a results file as a self-contained HTML report")
-    report.add_argument("results_file")
+    report.add_argument("results_file", nargs="?", help="a results file (or --campaign instead)")
     report.add_argument("-o", "--output", default="report.html", help="the page to write (default: report.html)")
     report.add_argument("--baseline", metavar="OLD.json",
                         help="an earlier results file: what changed since goes first on the page")  # fmt: skip
     report.set_defaults(handler=report_command)
+    add_report_campaign_option(report)
 
     repro = commands.add_parser("repro", help="re-run one recorded failure", epilog=REPRO_EXIT_STATUSES)
     repro.add_argument("results_file")
@@ -256,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_baseline_commands(commands)
     add_scoreboard_command(commands)
+    add_campaign_commands(commands)
     return parser
 
 
