@@ -191,8 +191,8 @@ class Worker:
             self.current = None
         self.chunks += 1
         after = self.session.results.cells.get((cell_id, adapter))
-        if self.campaign.failures().get(key) is not None or _unexplained(after):
-            self.replayed.add(key)
+        if _unexplained(after) or self._guarded(lambda: key in self.campaign.failures()):
+            self.replayed.add(key)  # a failing cell is done for this worker: its minimal case is recorded
         if after is not None:
             chunk = chunk_record(before, after, seen)
             self._guarded(lambda: self._record(key, chunk))
@@ -250,16 +250,17 @@ def chunk_record(before: CellRecord | None, after: CellRecord, seen_failures: se
     chunk.worst_ratio = after.worst_ratio
     chunk.notes = [n for n in after.notes if n not in old.notes]
     chunk.failures = [f for f in after.failures if id(f) not in seen_failures]
-    chunk.explained = {e: n - old.explained.get(e, 0) for e, n in after.explained.items() if n > old.explained.get(e, 0)}
+    added = {e: n - old.explained.get(e, 0) for e, n in after.explained.items()}
+    chunk.explained = {e: n for e, n in added.items() if n > 0}
     chunk.expected_examples = [e for e in after.expected_examples if e not in old.expected_examples]
     chunk.detection = {} if old.detection else dict(after.detection)
     chunk.seconds_candidate = after.seconds_candidate - old.seconds_candidate
     chunk.seconds_oracle = after.seconds_oracle - old.seconds_oracle
     for attribute, values in after.coverage.items():
         for value, n in values.items():
-            added = n - old.coverage.get(attribute, {}).get(value, 0)
-            if added:
-                chunk.tally(attribute, value, added)
+            more = n - old.coverage.get(attribute, {}).get(value, 0)
+            if more:
+                chunk.tally(attribute, value, more)
     return chunk
 
 

@@ -153,8 +153,8 @@ def status_lines(campaign: Campaign) -> list[str]:
             lines.append(f"      {reason[0][:200]}")
     lines.append(f"workers alive: {len(workers)}")
     for worker, beat in sorted(workers.items()):
-        lines.append(f"  {worker}: {', '.join(beat.get('adapters', []))}; "
-                     f"{'on ' + beat['cell'] if beat.get('cell') else 'between cells'}; {beat.get('chunks', 0)} chunk(s)")
+        where = f"on {beat['cell']}" if beat.get("cell") else "between cells"
+        lines.append(f"  {worker}: {', '.join(beat.get('adapters', []))}; {where}; {beat.get('chunks', 0)} chunk(s)")
     return lines
 
 
