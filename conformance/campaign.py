@@ -44,7 +44,11 @@ SOCKET_TIMEOUT = 10.0
 
 # Renew or release a lease only while it is still ours (another worker may hold it after an expiry).
 _RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
-_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+_RELEASE = """
+if redis.call('hget', KEYS[2], ARGV[2]) == ARGV[1] then redis.call('hdel', KEYS[2], ARGV[2]) end
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
 
 
 class CampaignUnreachable(ConnectionError):
@@ -141,12 +145,8 @@ class Campaign:
         return bool(self._renew(keys=[self.key("lease", key)], args=[worker, int(self.lease_seconds * 1000)]))
 
     def release(self, key: str, worker: str) -> None:
-        self._release(keys=[self.key("lease", key)], args=[worker])
-        pipe = self.redis.pipeline()
-        pipe.hget(self.key("held"), key)
-        held = pipe.execute()[0]
-        if held is not None and held.decode() == worker:
-            self.redis.hdel(self.key("held"), key)
+        """Give the cell back (and the record that this worker held it), if it is still ours."""
+        self._release(keys=[self.key("lease", key), self.key("held")], args=[worker, key])
 
     def leased(self) -> dict[str, str]:
         """Cell key -> the worker fuzzing it now."""

@@ -185,18 +185,20 @@ class Worker:
         except (ConformanceFailure, pytest.skip.Exception, pytest.xfail.Exception):
             pass  # recorded in the cell's record: a failure, a cell that cannot run, an explained failure
         except Exception as error:  # e.g. Hypothesis's FlakyFailure: still the cell's failure, recorded
-            self.session.results.cell(cell_id, adapter).notes.append(
-                f"the chapter raised {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+            first = str(error).splitlines()[0] if str(error) else ""
+            record = self.session.results.cell(cell_id, adapter)
+            record.notes.append(f"the chapter raised {type(error).__name__}: {first}")
         finally:
+            # Also on an interrupt: what the chunk gathered goes to the campaign, and the cell is free at once.
             self.current = None
-        self.chunks += 1
-        after = self.session.results.cells.get((cell_id, adapter))
-        if _unexplained(after) or self._guarded(lambda: key in self.campaign.failures()):
-            self.replayed.add(key)  # a failing cell is done for this worker: its minimal case is recorded
-        if after is not None:
-            chunk = chunk_record(before, after, seen)
-            self._guarded(lambda: self._record(key, chunk))
-        self._guarded(lambda: self.campaign.release(key, self.id))
+            self.chunks += 1
+            after = self.session.results.cells.get((cell_id, adapter))
+            if _unexplained(after) or self._guarded(lambda: key in self.campaign.failures()):
+                self.replayed.add(key)  # a failing cell is done for this worker: its minimal case is recorded
+            if after is not None:
+                chunk = chunk_record(before, after, seen)
+                self._guarded(lambda: self._record(key, chunk))
+            self._guarded(lambda: self.campaign.release(key, self.id))
         if self.lost is None and self.database.lost() is not None:
             self.lost = self.database.lost()
 

@@ -1,9 +1,12 @@
 """The ``conv-conformance`` command.
 
 * ``run``: the conformance suite on one or more adapters; writes the results file.
-* ``fuzz --minutes N``: the fuzz profile (long runs, Hypothesis database on) until the time is spent.
+* ``fuzz --minutes N``: the fuzz profile (long runs, Hypothesis database on) until the time is spent;
+  ``fuzz --campaign redis://HOST:PORT/DB``: the same as one worker of a campaign shared through Redis
+  (see :mod:`conformance.cli_campaign`); ``campaign status URL``: the campaign's progress.
 * ``adapters``: the adapters this machine can load, with their capabilities.
-* ``report RESULTS -o report.html [--baseline OLD]``: the self-contained HTML compliance report.
+* ``report RESULTS -o report.html [--baseline OLD]``: the self-contained HTML compliance report
+  (``report --campaign URL``: of a campaign's state).
 * ``repro RESULTS FAILURE``: re-run one recorded failure (and optionally write its standalone script).
 * ``describe DESCRIPTOR``: validate one problem and print its shapes.
 * ``baseline draft RESULTS``: candidate baseline entries from a run's unexpected failures;
@@ -14,10 +17,11 @@ Exit status of ``run`` and ``fuzz`` (a supervised run, see :mod:`conformance.sup
 
 * 0: every selected cell was recorded and nothing unexpected failed;
 * 1: unexpected failures;
-* 2: bad usage or an unreadable file (nothing ran);
+* 2: bad usage or an unreadable file (nothing ran); with ``--campaign``, also its Redis unreachable at the start;
 * 3: the run did not finish: a process died (an adapter that exits or crashes
   in-process, a dead xdist worker, a call the watchdog ended), an adapter could
-  not be run at all, or selected cells were never recorded.  Wins over 1;
+  not be run at all, or selected cells were never recorded; with ``--campaign``,
+  its Redis went away mid-campaign.  Wins over 1;
 * 130: interrupted by SIGINT (Ctrl-C); 143: terminated by SIGTERM.
 
 Whatever the exit status, the results gathered are written, marked incomplete
