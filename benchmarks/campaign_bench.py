@@ -2,6 +2,8 @@
 
     python benchmarks/campaign_bench.py [--workers 1 2] [--seconds 60] [--adapter torch] [--cell GLOB ...]
 
+(default cells: forward/2d/*)
+
 For each worker count it starts a fresh ``redis-server`` (a free loopback port,
 nothing persisted), starts that many ``conv-conformance fuzz --campaign``
 workers, and measures the campaign's examples per second in the steady state:
@@ -74,11 +76,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--seconds", type=float, default=60.0, help="each worker's --minutes, in seconds")
     parser.add_argument("--adapter", default="torch")
-    parser.add_argument("--cell", action="append", default=[], help="cells of the campaign (default: all)")
+    # One chapter's 2-D cells by default: every worker count then fuzzes the same cells, several chunks each,
+    # so the rates compare (over every cell, a minute's run samples a few dozen cells of very different cost).
+    parser.add_argument("--cell", action="append", default=[],
+                        help="cells of the campaign, repeatable (default: forward/2d/*)")  # fmt: skip
     parser.add_argument("--chunk-examples", type=int, default=100)
     args = parser.parse_args(argv)
+    args.cell = args.cell or ["forward/2d/*"]
     print(f"campaign throughput: adapter {args.adapter}, {args.seconds:g} s per worker, chunks of "
-          f"{args.chunk_examples} examples, cells {args.cell or 'all'}; {os.cpu_count()} CPUs")  # fmt: skip
+          f"{args.chunk_examples} examples, cells {' '.join(args.cell)}; {os.cpu_count()} CPUs")  # fmt: skip
     rows = []
     for n in args.workers:
         row = measure(n, args.seconds, args.adapter, args.cell, args.chunk_examples)

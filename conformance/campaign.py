@@ -235,6 +235,12 @@ class Campaign:
             known = any(f.get("descriptor") == failure.get("descriptor") for f in record.failures)
             if not known:
                 record.add(failure.get("status", "failed"), failure=failure)
+        # A snapshot: complete unless workers are in the middle of chunks whose examples are not added yet.
+        busy = self.leased()
+        if busy:
+            results.mark_incomplete(f"a snapshot of a running campaign: {len(busy)} cell(s) were being fuzzed, "
+                                    "their current chunks not yet recorded")  # fmt: skip
+        results.complete = not busy
         results.run_id = f"campaign:{self.name}"
         results.environment["campaign"] = {"url": self.url, "name": self.name}
         return results

@@ -37,7 +37,7 @@ CELLS = ("forward/1d/float32/none", "forward/1d/float32/valid", "forward/1d/floa
 LEASE = "3"
 
 
-def _fuzz_command(url: str, results: Path, *cells: str, adapter: str = MUTANT, minutes: str = "1") -> list[str]:
+def _fuzz_command(url: str, results: Path, *cells: str, adapter: str = MUTANT, minutes: str = "3") -> list[str]:
     command = [sys.executable, "-m", "conformance.cli", "fuzz", "--campaign", url, "--adapter", adapter,
                "--minutes", minutes, "--chunk-examples", "20", "--lease-seconds", LEASE, "--baseline", "none",
                "--results", str(results)]  # fmt: skip
@@ -147,6 +147,7 @@ def test_campaign_status_and_report_show_what_the_workers_found(killed_campaign)
     report = _cli(tmp, "report", "--campaign", server.url, "-o", "campaign.html", "--results", "campaign.json")
     assert report.returncode == 0, report.stderr
     results = read(tmp / "campaign.json")
+    assert results.complete  # no worker is in the middle of a chunk
     failing = {cell_key(a, c) for (c, a), r in results.cells.items() if r.outcome == "failed"}
     assert failing == set(campaign.failures())
     for key, failure in campaign.failures().items():
@@ -252,3 +253,44 @@ def test_options_a_campaign_cannot_take_are_refused(tmp_path):
     assert done.returncode == 2 and "redis://" in done.stderr
     done = _cli(tmp_path, "report", "-o", "x.html")
     assert done.returncode == 2 and "--campaign" in done.stderr
+
+
+# ------------------------------------------------------------------ the state's own rules
+
+
+def test_a_lease_is_one_workers_until_it_expires_and_then_a_takeover():
+    with redis_server.redis_server() as server:
+        campaign = Campaign(server.url, "leases", lease_seconds=0.3)
+        key = cell_key("torch", CELLS[0])
+        campaign.add_cells([key])
+        assert campaign.lease(key, "a") and not campaign.lease(key, "b")
+        assert campaign.renew(key, "a") and not campaign.renew(key, "b")
+        campaign.release(key, "b")  # not b's to give back
+        assert campaign.leased() == {key: "a"}
+        campaign.release(key, "a")
+        assert campaign.leased() == {} and campaign.takeovers() == {}
+        assert campaign.lease(key, "a")  # ... and "a" dies holding it
+        time.sleep(0.5)
+        assert not campaign.renew(key, "a")
+        assert campaign.lease(key, "b") and campaign.takeovers() == {key: 1}
+        campaign.release(key, "a")  # a worker that comes back late cannot free b's cell
+        assert campaign.leased() == {key: "b"}
+
+
+def test_a_chunk_record_is_what_the_chunk_added():
+    from conformance.campaign_worker import chunk_record
+    from conformance.results import CellRecord
+
+    record = CellRecord(CELLS[0], NAME)
+    record.add("passed", 0.5, attributes={"stride": "1"}, seconds=(1.0, 2.0))
+    before = CellRecord.from_dict(record.to_dict())
+    seen = {id(f) for f in record.failures}
+    failure = {"descriptor": "conv1d_mb1_ic1_oc1_i1_k1", "status": "failed"}
+    record.add("failed", 9.0, failure, attributes={"stride": "1"}, seconds=(0.5, 0.25))
+    record.detection["examples_to_first_failure"] = 2
+    chunk = chunk_record(before, record, seen)
+    assert {s: n for s, n in chunk.counts.items() if n} == {"failed": 1}
+    assert chunk.failures == [failure] and chunk.coverage == {"stride": {"1": 1}}
+    assert (chunk.seconds_candidate, chunk.seconds_oracle) == (0.5, 0.25)
+    assert chunk.detection == {"examples_to_first_failure": 2}
+    assert chunk_record(None, record, set()).counts["passed"] == 1  # the cell's first chunk: all of it
