@@ -1,9 +1,12 @@
 """The ``conv-conformance`` command.
 
 * ``run``: the conformance suite on one or more adapters; writes the results file.
-* ``fuzz --minutes N``: the fuzz profile (long runs, Hypothesis database on) until the time is spent.
+* ``fuzz --minutes N``: the fuzz profile (long runs, Hypothesis database on) until the time is spent;
+  ``fuzz --campaign redis://HOST:PORT/DB``: the same as one worker of a campaign shared through Redis
+  (see :mod:`conformance.cli_campaign`); ``campaign status URL``: the campaign's progress.
 * ``adapters``: the adapters this machine can load, with their capabilities.
-* ``report RESULTS -o report.html [--baseline OLD]``: the self-contained HTML compliance report.
+* ``report RESULTS -o report.html [--baseline OLD]``: the self-contained HTML compliance report
+  (``report --campaign URL``: of a campaign's state).
 * ``repro RESULTS FAILURE``: re-run one recorded failure (and optionally write its standalone script).
 * ``describe DESCRIPTOR``: validate one problem and print its shapes.
 * ``baseline draft RESULTS``: candidate baseline entries from a run's unexpected failures;
@@ -14,10 +17,11 @@ Exit status of ``run`` and ``fuzz`` (a supervised run, see :mod:`conformance.sup
 
 * 0: every selected cell was recorded and nothing unexpected failed;
 * 1: unexpected failures;
-* 2: bad usage or an unreadable file (nothing ran);
+* 2: bad usage or an unreadable file (nothing ran); with ``--campaign``, also its Redis unreachable at the start;
 * 3: the run did not finish: a process died (an adapter that exits or crashes
   in-process, a dead xdist worker, a call the watchdog ended), an adapter could
-  not be run at all, or selected cells were never recorded.  Wins over 1;
+  not be run at all, or selected cells were never recorded; with ``--campaign``,
+  its Redis went away mid-campaign.  Wins over 1;
 * 130: interrupted by SIGINT (Ctrl-C); 143: terminated by SIGTERM.
 
 Whatever the exit status, the results gathered are written, marked incomplete
@@ -108,12 +112,17 @@ def _fuzz(args: argparse.Namespace) -> int:
     if problem:
         print(f"conv-conformance: {problem}", file=sys.stderr)
         return 2
+    if args.campaign:
+        from conformance.cli_campaign import campaign_worker_args
+
+        code, child_args, child = campaign_worker_args(args)
+        return code if code else _supervised(args, child_args, child=child)
     print(f"fuzzing {', '.join(args.adapter or ['torch'])} for {args.minutes:g} minute(s); "
           "each dot is a cell, the Hypothesis database keeps what it finds")  # fmt: skip
     return _supervised(args, [*_pytest_args(args, "fuzz"), "--time-budget", str(args.minutes)])
 
 
-def _supervised(args: argparse.Namespace, pytest_args: list[str]) -> int:
+def _supervised(args: argparse.Namespace, pytest_args: list[str], *, child: str | None = None) -> int:
     """Check the options, run the suite supervised, then summarize and write the report, finished or not."""
     from conformance.supervisor import supervise
 
@@ -126,7 +135,7 @@ def _supervised(args: argparse.Namespace, pytest_args: list[str]) -> int:
     # results without their report: it is remembered, and only changes the exit status.
     # (Installed only once the run is over: a Ctrl-C before or during it must stop it, and supervise() has
     # its own handlers for while the child runs.)
-    code = supervise(pytest_args, args.results, context)
+    code = supervise(pytest_args, args.results, context, **({"child": child} if child else {}))
     if code == 2 or not Path(args.results).exists():
         return code
     late: list[int] = []
@@ -228,16 +237,20 @@ def build_parser() -> argparse.ArgumentParser:
     _suite_options(fuzz)
     fuzz.add_argument("--minutes", type=float, required=True)
     fuzz.set_defaults(handler=_fuzz)
+    from conformance.cli_campaign import add_campaign_commands, add_campaign_options, add_report_campaign_option
+
+    add_campaign_options(fuzz)
 
     adapters = commands.add_parser("adapters", help="list adapters and their capabilities")
     adapters.set_defaults(handler=adapters_command)
 
     report = commands.add_parser("report", help="render a results file as a self-contained HTML report")
-    report.add_argument("results_file")
+    report.add_argument("results_file", nargs="?", help="a results file (or --campaign instead)")
     report.add_argument("-o", "--output", default="report.html", help="the page to write (default: report.html)")
     report.add_argument("--baseline", metavar="OLD.json",
                         help="an earlier results file: what changed since goes first on the page")  # fmt: skip
     report.set_defaults(handler=report_command)
+    add_report_campaign_option(report)
 
     repro = commands.add_parser("repro", help="re-run one recorded failure", epilog=REPRO_EXIT_STATUSES)
     repro.add_argument("results_file")
@@ -256,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_baseline_commands(commands)
     add_scoreboard_command(commands)
+    add_campaign_commands(commands)
     return parser
 
 

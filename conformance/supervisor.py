@@ -65,9 +65,12 @@ _POLL = 0.1
 _PYTEST = {0: OK, 1: FAILED, 2: INCOMPLETE, 3: INCOMPLETE, 4: USAGE, 5: USAGE}
 
 
-def supervise(pytest_args: list[str], results_path: str, context: dict) -> int:
+def supervise(pytest_args: list[str], results_path: str, context: dict, *, child: str = _CHILD) -> int:
     """Run the suite with ``pytest_args`` (without --results/--run-id, which are added here) and return
-    the command's exit status, having made sure ``results_path`` holds this run's results."""
+    the command's exit status, having made sure ``results_path`` holds this run's results.
+
+    ``child`` is the Python code the child runs (``python -c``); another child than pytest (a campaign worker,
+    :mod:`conformance.campaign_worker`) takes the same arguments and exits as pytest would."""
     from conformance.runlock import HELD_ENV, RunLock, RunLocked
 
     run_id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -80,7 +83,7 @@ def supervise(pytest_args: list[str], results_path: str, context: dict) -> int:
     # The child imports exactly what this process would (its sys.path, not the current directory first as
     # `python -m` would put it): from a checkout's root, `-m pytest` would import the checkout's conformance
     # package beside an installed one, and pytest refuses the two copies of the suite's test modules.
-    command = [sys.executable, "-c", _CHILD, json.dumps(sys.path), *pytest_args, "--results", results_path,
+    command = [sys.executable, "-c", child, json.dumps(sys.path), *pytest_args, "--results", results_path,
                "--run-id", run_id]  # fmt: skip
     env = {**os.environ, SUPERVISOR_ENV: str(os.getpid()), HELD_ENV: f"{os.getpid()}:{lock.path}"}
     received: list[int] = []
