@@ -70,16 +70,28 @@ def reproducible(test: Any, cell_id: str) -> Any:
 
 def aim(result: Any) -> None:
     """Report a case's closeness to failing to Hypothesis (``hypothesis.target``), so its target phase climbs
-    toward precision bugs instead of sampling blindly: the worst element's error/bound ratio, and the share of
-    elements near their bound (a bug whose error grows with the reduction or with cancellation shows in
-    both before it crosses the bound).  A case with no verdict (unsupported, an error) reports nothing."""
+    toward precision bugs instead of sampling blindly.
+
+    Three scores, each climbed on its own: the worst element's error/bound ratio and the share of elements
+    near their bound (a bug whose error grows with the problem shows in both before it crosses the bound),
+    and the reduction length (products per output element).  The last is there because the first two alone
+    lead away from where precision bugs live: a correct backend's error/bound is largest on the shortest
+    sums (the bound grows like ``K`` while rounding errors grow like ``sqrt(K)``), and a kernel that goes
+    wrong only past some length (a blocked or split reduction, a fast path for big problems) scores like
+    a correct one until the search gets there.  A case with no verdict reports nothing.
+    """
     from hypothesis import target
+
+    from conformance.data import reduction_lengths
 
     ratio = result.ratio
     if ratio is None or math.isnan(ratio):
         return
     target(min(ratio, _TARGET_CAP), label="worst error/bound")
     target(result.near_bound, label="share of elements near their bound")
+    lengths = reduction_lengths(result.spec)
+    longest = max((lengths["forward" if product == "output" else product] for product in result.verdicts), default=0)
+    target(math.log2(1 + longest), label="log2 products per output element")
 
 
 class ConformanceFailure(AssertionError):
