@@ -268,6 +268,7 @@ class ConformanceSession:
         An explained failure is recorded as ``expected`` and does not stop the cell: its exploration goes on,
         so a different bug in the same cell is still found, and shrinking only ever follows unexplained ones.
         """
+        self.results.changed(record)
         if status in BAD and failure is not None:
             entries = self.baseline.explain(record.cell, record.adapter, failure)
             if entries:
@@ -297,9 +298,9 @@ class ConformanceSession:
         """A cell whose exploration stopped early (an interrupt, the time budget): one with no case recorded
         was not run, and must not stay in the results, where zero cases would read as "unsupported" (or, for
         a baselined cell, "unexpected pass"); one with some cases says that it was cut short."""
-        record = self.results.cells.get((cell_id, adapter))
-        if record is None:
+        if (cell_id, adapter) not in self.results.cells:
             return
+        record = self.results.cell(cell_id, adapter)
         cases = sum(record.counts.values())
         if cases == 0:
             del self.results.cells[(cell_id, adapter)]
@@ -336,7 +337,7 @@ class ConformanceSession:
         if path is None:
             return
         self.results.complete = complete and not self.results.incomplete_reasons
-        self.results.write(path)
+        self.results.write_shard(path)
 
     def close(self) -> None:
         for caller in self.callers.values():
