@@ -130,10 +130,15 @@ class CellRecord:
         """Count one failing case as explained by these baseline entries (after :meth:`add` with "expected")."""
         for entry_id in entry_ids:
             self.explained[entry_id] = self.explained.get(entry_id, 0) + 1
+        if failure is not None and self.keeps_example(entry_ids):
+            self.expected_examples.append({**failure, "explained_by": " + ".join(entry_ids)})
+
+    def keeps_example(self, entry_ids: list[str]) -> bool:
+        """Whether :meth:`explain` would keep a failure these entries explain as an example (the first of
+        each combination of entries, up to :data:`MAX_EXPECTED_EXAMPLES`)."""
         label = " + ".join(entry_ids)
         fresh = not any(e.get("explained_by") == label for e in self.expected_examples)
-        if failure is not None and fresh and len(self.expected_examples) < MAX_EXPECTED_EXAMPLES:
-            self.expected_examples.append({**failure, "explained_by": label})
+        return fresh and len(self.expected_examples) < MAX_EXPECTED_EXAMPLES
 
     def add(
         self,
