@@ -13,6 +13,12 @@ adapter's own copies of its inputs, the bit-for-bit check that it did not write
 into them, and the copy of what it returned.  Those run outside the time
 measured "inside the candidate", so they are timed here on the problems the ci
 strategies draw (the same MAC budget), and scaled to the run's example count.
+
+``--profile-stages`` then runs the suite once more in this process (one worker)
+with a timer on every stage of an example (see ``stages.py``) and prints where
+the time goes: start-up, pytest, strategy construction, Hypothesis's engine and
+draws, shrinking, the data recipe, the candidate, the call guard, the oracle and
+verdict, failure evidence, case bookkeeping and shard writes.
 """
 
 from __future__ import annotations
@@ -31,7 +37,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--adapter", default="torch")
     parser.add_argument("-n", "--workers", default="2")
     parser.add_argument("--guard-cases", type=int, default=2000, help="problems drawn to price the call guard")
+    parser.add_argument("--profile-stages", action="store_true", help="also print where a worker's time goes")
+    parser.add_argument("--stages-only", action="store_true", help="only the stage breakdown (no -n run)")
     args = parser.parse_args(argv)
+    if not args.stages_only:
+        suite_throughput(args)
+    if args.profile_stages or args.stages_only:
+        from stages import print_stages, profile_stages  # beside this script
+
+        print()
+        print_stages(profile_stages(args.adapter))
+    return 0
+
+
+def suite_throughput(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         results = Path(tmp) / "results.json"
         start = time.perf_counter()
@@ -53,7 +72,6 @@ def main(argv: list[str] | None = None) -> int:
     guard = per_case * cases
     print(f"call guard:          {1e6 * per_case:.1f} us per case (copies in, modification check, copy out), "
           f"{guard:.2f} s over {cases} cases = {100 * guard / (wall * workers):.2f} % of the worker time")
-    return 0
 
 
 def guard_seconds_per_case(n: int) -> float:

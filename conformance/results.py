@@ -130,10 +130,15 @@ class CellRecord:
         """Count one failing case as explained by these baseline entries (after :meth:`add` with "expected")."""
         for entry_id in entry_ids:
             self.explained[entry_id] = self.explained.get(entry_id, 0) + 1
+        if failure is not None and self.keeps_example(entry_ids):
+            self.expected_examples.append({**failure, "explained_by": " + ".join(entry_ids)})
+
+    def keeps_example(self, entry_ids: list[str]) -> bool:
+        """Whether :meth:`explain` would keep a failure these entries explain as an example (the first of
+        each combination of entries, up to :data:`MAX_EXPECTED_EXAMPLES`)."""
         label = " + ".join(entry_ids)
         fresh = not any(e.get("explained_by") == label for e in self.expected_examples)
-        if failure is not None and fresh and len(self.expected_examples) < MAX_EXPECTED_EXAMPLES:
-            self.expected_examples.append({**failure, "explained_by": label})
+        return fresh and len(self.expected_examples) < MAX_EXPECTED_EXAMPLES
 
     def add(
         self,
@@ -270,6 +275,11 @@ class Results:
         self.baseline: dict[str, Any] | None = None
         #: the version of the file this was read from (a version-1 file has whole-cell expectations)
         self.version = VERSION
+        # Shard writes (see write_shard): each cell's compact JSON, kept with the record it encodes, and the
+        # cells handed out by cell() since, which may have changed.  A shard is written after every cell, so
+        # encoding every cell every time would grow with the cells run (quadratic over a run).
+        self._encoded: dict[tuple[str, str], tuple[CellRecord, str]] = {}
+        self._touched: set[tuple[str, str]] = set()
 
     def mark_incomplete(self, reason: str) -> None:
         self.complete = False
@@ -280,9 +290,18 @@ class Results:
         key = (cell, adapter)
         if key not in self.cells:
             self.cells[key] = CellRecord(cell, adapter)
+        self._touched.add(key)  # whoever asked may change it: its cached encoding is no longer trusted
         return self.cells[key]
 
+    def changed(self, record: CellRecord) -> None:
+        """Say that ``record`` changed (as :meth:`cell` assumes of every record it hands out)."""
+        self._touched.add((record.cell, record.adapter))
+
     def to_dict(self) -> dict[str, Any]:
+        return {**self._head(), "cells": [self.cells[k].to_dict() for k in sorted(self.cells)]}
+
+    def _head(self) -> dict[str, Any]:
+        """Everything but the cells."""
         return {
             "schema": SCHEMA,
             "version": VERSION,
@@ -295,7 +314,6 @@ class Results:
             "not_reached": self.not_reached,
             "environment": self.environment,
             **({"baseline": self.baseline} if self.baseline is not None else {}),
-            "cells": [self.cells[k].to_dict() for k in sorted(self.cells)],
         }
 
     @classmethod
@@ -325,6 +343,28 @@ class Results:
 
     def write(self, path: str | os.PathLike) -> None:
         write_json(path, self.to_dict())
+
+    def write_shard(self, path: str | os.PathLike) -> None:
+        """Write as :meth:`write` does (atomically, strict JSON), compactly, re-encoding only the cells
+        handed out by :meth:`cell` since the last shard write (or never encoded, or replaced since).
+
+        A process's shard is rewritten after every cell it runs; only the merge reads it, so it needs no
+        indentation, and the cells it ran before are as they were.  Whoever changes a record reaches it
+        through :meth:`cell` (the session does), which marks it for re-encoding.
+        """
+        fragments = []
+        for key in sorted(self.cells):
+            record = self.cells[key]
+            cached = self._encoded.get(key)
+            if cached is None or cached[0] is not record or key in self._touched:
+                cached = (record, _compact(record.to_dict()))
+                self._encoded[key] = cached
+            fragments.append(cached[1])
+        for key in [k for k in self._encoded if k not in self.cells]:  # a cell removed (cut short unrun)
+            del self._encoded[key]
+        self._touched.clear()
+        text = _compact(self._head())
+        write_text(path, f'{text[:-1]},"cells":[{",".join(fragments)}]}}')
 
 
 def check_schema(data: Any) -> None:
@@ -359,11 +399,20 @@ def read(path: str | os.PathLike) -> Results:
 
 def write_json(path: str | os.PathLike, data: dict[str, Any]) -> None:
     """Write atomically (temp file + rename): a reader never sees half a file, even after a kill."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     # RFC 8259 has no NaN or Infinity (JSON.parse rejects them): non-finite floats become strings, which
     # every reader of a numeric field turns back with float().
-    text = json.dumps(strict(data), indent=1, sort_keys=False, allow_nan=False)
+    write_text(path, json.dumps(strict(data), indent=1, sort_keys=False, allow_nan=False))
+
+
+def _compact(data: dict[str, Any]) -> str:
+    """Strict JSON without indentation: json's C encoder (an indent makes it use the pure-Python one)."""
+    return json.dumps(strict(data), separators=(",", ":"), allow_nan=False)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` atomically (temp file + rename), the directory made if need be."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as handle:

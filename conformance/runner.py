@@ -42,6 +42,15 @@ class CaseResult:
     repro_note: str = ""
     #: error/bound over the plane of the worst failing element (see :mod:`conformance.heatmap`)
     heatmap: dict[str, Any] | None = None
+    #: what :meth:`add_evidence` needs to make the repro script of a failure run with ``evidence=False``
+    pending_repro: tuple | None = field(default=None, repr=False)
+
+    def add_evidence(self) -> CaseResult:
+        """Make the repro script run_case(..., evidence=False) left out (a no-op when there is none to make)."""
+        if self.pending_repro is not None:
+            pending, self.pending_repro = self.pending_repro, None
+            self.repro, self.repro_note = _repro(*pending)
+        return self
 
     @property
     def ratio(self) -> float | None:
@@ -83,9 +92,14 @@ def run_case(
     operation: str = "forward",
     *,
     data: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None,
+    evidence: bool = True,
 ) -> CaseResult:
     """Run ``spec`` with ``recipe``'s data (or the given ``data``: golden vectors) on the adapter
     behind ``caller`` (a :class:`~conformance.faults.AdapterCaller`).
+
+    With ``evidence=False`` a failure's standalone repro script (an adapter call and a compressed copy of
+    the inputs) is left for :meth:`CaseResult.add_evidence`: the session makes it only for a failure the
+    results keep, not for every case of a cell that fails as its baseline entry expects.
 
     The oracle judges the arrays made here; the adapter gets its own copies (the
     caller makes them), and writing into one is a failure of its own, even when
@@ -137,8 +151,9 @@ def run_case(
         if result.verdicts[product].failed:
             ratios = tolerance.element_ratios(answers[product], requirement)
             result.heatmap = heatmap(ratios, result.verdicts[product].worst_index, product)
-        result.repro, result.repro_note = _repro(caller, spec, recipe, operation, product, requirement,
-                                                 (x, w, b, gy), result.reason)  # fmt: skip
+        result.pending_repro = (caller, spec, recipe, operation, product, requirement, (x, w, b, gy), result.reason)
+        if evidence:
+            result.add_evidence()
     return result
 
 

@@ -12,6 +12,7 @@ import math
 import os
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -241,14 +242,19 @@ class ConformanceSession:
                 budget_cut.append(True)
                 return  # the budget is spent: the remaining examples finish at once, unrecorded
             spec, recipe = case
-            result = run_case(caller, spec, recipe, cell.operation)
+            result = run_case(caller, spec, recipe, cell.operation, evidence=False)
             if self.targeting:
                 aim(result)
-            message = f"{result.status}: {adapter}.conv({spec.descriptor()}) [{recipe.describe()}]\n{result.reason}"
-            if result.repro:
-                message += "\nstandalone repro script kept in the results file"
+
+            def failure() -> dict[str, Any]:
+                return result.add_evidence().to_dict()
+
+            def message() -> str:
+                text = f"{result.status}: {adapter}.conv({spec.descriptor()}) [{recipe.describe()}]\n{result.reason}"
+                return text + ("\nstandalone repro script kept in the results file" if result.repro else "")
+
             self.judge(record, result.status, ratio=result.ratio,
-                       failure=result.to_dict() if result.status in BAD else None,
+                       failure=result.to_dict() if result.status in BAD else None, evidence=failure,
                        seconds=(result.seconds_candidate, result.seconds_oracle),
                        attributes=case_attributes(spec, recipe, cell.operation), message=message)  # fmt: skip
 
@@ -272,24 +278,35 @@ class ConformanceSession:
         failure: dict[str, Any] | None = None,
         seconds: tuple[float, float] = (0.0, 0.0),
         attributes: dict[str, str] | None = None,
-        message: str = "",
+        message: str | Callable[[], str] = "",
+        evidence: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         """Record one case of ``record``'s cell; raise :class:`ConformanceFailure` (Hypothesis shrinks it) when it
         failed and no baseline entry explains it.
 
         An explained failure is recorded as ``expected`` and does not stop the cell: its exploration goes on,
         so a different bug in the same cell is still found, and shrinking only ever follows unexplained ones.
+        ``evidence``, when given, returns ``failure`` completed with what costs to make (the repro script):
+        it is called only for a failure the results keep, every unexplained one and the explained ones kept
+        as examples.  ``message`` may be a function, called only when the failure is raised.
         """
+        self.results.changed(record)
         if status in BAD and failure is not None:
             entries = self.baseline.explain(record.cell, record.adapter, failure)
             if entries:
+                ids = [entry.id for entry in entries]
+                if evidence is not None and record.keeps_example(ids):
+                    failure = evidence()
                 record.add("expected", ratio, None, seconds, attributes)
-                record.explain([entry.id for entry in entries], failure)
+                record.explain(ids, failure)
                 return
+            if evidence is not None:
+                failure = evidence()
         record.add(status, ratio, failure, seconds, attributes)
         if status in BAD:
             self._first_failure(record)
-            raise ConformanceFailure(message or f"{status}: {failure.get('reason', '') if failure else ''}")
+            text = message() if callable(message) else message
+            raise ConformanceFailure(text or f"{status}: {failure.get('reason', '') if failure else ''}")
 
     def _first_failure(self, record: Any) -> None:
         """Detection statistics: examples until the cell's first unexplained failure, and when it came."""
@@ -309,9 +326,9 @@ class ConformanceSession:
         """A cell whose exploration stopped early (an interrupt, the time budget): one with no case recorded
         was not run, and must not stay in the results, where zero cases would read as "unsupported" (or, for
         a baselined cell, "unexpected pass"); one with some cases says that it was cut short."""
-        record = self.results.cells.get((cell_id, adapter))
-        if record is None:
+        if (cell_id, adapter) not in self.results.cells:
             return
+        record = self.results.cell(cell_id, adapter)
         cases = sum(record.counts.values())
         if cases == 0:
             del self.results.cells[(cell_id, adapter)]
@@ -348,7 +365,7 @@ class ConformanceSession:
         if path is None:
             return
         self.results.complete = complete and not self.results.incomplete_reasons
-        self.results.write(path)
+        self.results.write_shard(path)
 
     def close(self) -> None:
         for caller in self.callers.values():

@@ -252,27 +252,30 @@ def _channels(
     alike, so the kernel and sizes drawn next always have room.  ``budget`` is
     ``max_macs`` less what a padded form's axis needs: see ``form_cost``.
     """
-    per_group, max_groups = limits["max_channels_per_group"], limits["max_groups"]
+    return _draw_channels(kinds, budget, limits["max_channels_per_group"], limits["max_groups"])
 
-    @st.composite
-    def draw_channels(draw: st.DrawFn) -> tuple[int, int, int]:
-        kind = draw(st.sampled_from(kinds))
-        # Three draws for every kind (some with one possible value): see only.
-        if kind == "one":
-            groups = draw(only(1))
-            cin_g = draw(st.integers(1, min(per_group, budget)))
-            return groups, cin_g, draw(st.integers(1, min(per_group, budget // cin_g)))
-        if kind == "depthwise":
-            return draw(st.integers(2, min(max_groups, budget))), draw(only(1)), draw(only(1))
-        if kind == "depthwise_multiplier":
-            groups = draw(st.integers(2, min(max_groups, budget // 2)))
-            cin_g = draw(only(1))
-            return groups, cin_g, draw(st.integers(2, min(_MAX_MULTIPLIER, per_group, budget // groups)))
-        groups = draw(st.integers(2, min(max_groups, budget)))
-        cin_g = draw(st.integers(1, min(per_group, budget // groups)))
-        return groups, cin_g, draw(st.integers(1, min(per_group, budget // (groups * cin_g))))
 
-    return draw_channels()
+# Defined once, at module level, and given its bounds as arguments: Hypothesis reads a composite's source
+# when it is defined (to check that it draws), and conv_specs builds one per (direction, form, mode), so
+# a closure redefined in every call made building a cell's strategy cost more than running the cell.
+@st.composite
+def _draw_channels(draw: st.DrawFn, kinds: tuple[str, ...], budget: int, per_group: int, max_groups: int
+                   ) -> tuple[int, int, int]:  # fmt: skip
+    kind = draw(st.sampled_from(kinds))
+    # Three draws for every kind (some with one possible value): see only.
+    if kind == "one":
+        groups = draw(only(1))
+        cin_g = draw(st.integers(1, min(per_group, budget)))
+        return groups, cin_g, draw(st.integers(1, min(per_group, budget // cin_g)))
+    if kind == "depthwise":
+        return draw(st.integers(2, min(max_groups, budget))), draw(only(1)), draw(only(1))
+    if kind == "depthwise_multiplier":
+        groups = draw(st.integers(2, min(max_groups, budget // 2)))
+        cin_g = draw(only(1))
+        return groups, cin_g, draw(st.integers(2, min(_MAX_MULTIPLIER, per_group, budget // groups)))
+    groups = draw(st.integers(2, min(max_groups, budget)))
+    cin_g = draw(st.integers(1, min(per_group, budget // groups)))
+    return groups, cin_g, draw(st.integers(1, min(per_group, budget // (groups * cin_g))))
 
 
 # ------------------------------------------------------------- data and cases

@@ -112,3 +112,29 @@ def test_malformed_baselines_are_rejected(tmp_path, text):
     path.write_text(text)
     with pytest.raises(BaselineError):
         read_baseline(path)
+
+
+def test_a_shard_write_reencodes_only_changed_cells_and_reads_as_a_full_write(tmp_path):
+    results = _results({"passed": 2})
+    other = results.cell("forward/1d/float32/same", "torch")
+    other.add("failed", float("inf"), {"descriptor": "conv1d", "reason": "nan"})
+    shard, full = tmp_path / "main.json", tmp_path / "full.json"
+    results.write_shard(shard)
+    # Changed behind the cache's back: a shard write reuses the cell's earlier encoding (what makes it cheap).
+    results.cells[("forward/1d/float32/same", "torch")].notes.append("unseen")
+    results.write_shard(shard)
+    assert "unseen" not in shard.read_text()
+    # Reached through cell() (as the session does), or said to have changed, it is encoded again.
+    results.cell("forward/1d/float32/same", "torch").add("passed", 0.25)
+    results.changed(results.cells[("forward/2d/float32/same", "torch")])
+    results.cells[("forward/2d/float32/same", "torch")].notes.append("seen")
+    results.write_shard(shard)
+    results.write(full)
+    assert json.loads(shard.read_text()) == json.loads(full.read_text())
+    assert read(shard).cells[("forward/1d/float32/same", "torch")].counts["passed"] == 1
+    # A removed cell leaves the shard; a replaced record is encoded afresh.
+    del results.cells[("forward/1d/float32/same", "torch")]
+    results.cells[("forward/2d/float32/same", "torch")] = type(other)("forward/2d/float32/same", "torch")
+    results.write_shard(shard)
+    cells = json.loads(shard.read_text())["cells"]
+    assert [(c["cell"], c["counts"]["passed"]) for c in cells] == [("forward/2d/float32/same", 0)]
