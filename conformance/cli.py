@@ -122,9 +122,14 @@ def _fuzz(args: argparse.Namespace) -> int:
     return _supervised(args, [*_pytest_args(args, "fuzz"), "--time-budget", str(args.minutes)])
 
 
+def _worker_count(args: argparse.Namespace) -> int:
+    workers = getattr(args, "workers", None) or "1"
+    return (os.cpu_count() or 1) if workers in ("auto", "logical") else int(workers) if workers.isdigit() else 1
+
+
 def _supervised(args: argparse.Namespace, pytest_args: list[str], *, child: str | None = None) -> int:
     """Check the options, run the suite supervised, then summarize and write the report, finished or not."""
-    from conformance.supervisor import supervise
+    from conformance.supervisor import supervise, thread_budget
 
     problem = check_run_options(args)
     if problem:
@@ -135,7 +140,8 @@ def _supervised(args: argparse.Namespace, pytest_args: list[str], *, child: str 
     # results without their report: it is remembered, and only changes the exit status.
     # (Installed only once the run is over: a Ctrl-C before or during it must stop it, and supervise() has
     # its own handlers for while the child runs.)
-    code = supervise(pytest_args, args.results, context, **({"child": child} if child else {}))
+    code = supervise(pytest_args, args.results, context, extra_env=thread_budget(_worker_count(args)),
+                     **({"child": child} if child else {}))  # fmt: skip
     if code == 2 or not Path(args.results).exists():
         return code
     late: list[int] = []

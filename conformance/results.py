@@ -217,6 +217,9 @@ def environment(
         "seed": seed,
         "command": command,
         "backends": backends,
+        # The thread pools' sizes (see conformance.supervisor.thread_budget): timings depend on them.
+        "threads": {name: os.environ[name] for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+                    if name in os.environ},
         **this_machine(),
     }
 

@@ -288,6 +288,7 @@ ENVIRONMENT = Object(optional={
                                    "max_examples")},
     "gpus": ListOf(Scalar()), "backends": MapOf(MapOf(Scalar())), "cpu_flags": Nullable(ListOf(Str())),
     "machine": Scalar(), "system": Scalar(), "adapters": MapOf(Str()), "capabilities": MapOf(Free()),
+    "threads": MapOf(Str()),
 })  # fmt: skip
 
 RESULTS = Object(

@@ -33,3 +33,17 @@ def test_an_unreadable_problem_exits_2():
 
 def test_bad_usage_exits_2():
     assert _run("frobnicate").returncode == 2
+
+
+def test_parallel_workers_get_a_share_of_the_cores_each(monkeypatch: pytest.MonkeyPatch) -> None:
+    # N workers each sizing its backend's thread pool to the whole machine would run N x N threads.
+    from conformance.supervisor import THREAD_VARIABLES, thread_budget
+
+    for name in THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    assert thread_budget(2, cpus=2) == dict.fromkeys(THREAD_VARIABLES, "1")
+    assert thread_budget(2, cpus=16) == dict.fromkeys(THREAD_VARIABLES, "8")
+    assert thread_budget(4, cpus=2) == dict.fromkeys(THREAD_VARIABLES, "1")
+    assert thread_budget(1, cpus=16) == {}  # one worker: the backend's own default
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert thread_budget(2, cpus=2) == {}  # the user's choice wins
