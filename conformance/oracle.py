@@ -13,21 +13,27 @@ true semantics.  Transposed: each input position scatters through the kernel::
 
 and ``y = y_full[before : before + out]`` (padding crops, ``output_padding`` extends).
 
-Each product is evaluated as a loop over kernel taps; one tap is a strided slice
-of the (padded) input contracted with one weight matrix per group in float64
-(a BLAS matmul), so no buffer is ever larger than one tap's window.  The three
-backward products are written from their own definitions (the transposes of the
-maps above), never from a framework's autograd:
+The sums are evaluated as matrix products in float64: the windows
+``P(x)[..., j*stride + t*dilation]`` of a block of batch items and output rows
+are copied into columns (im2col, one row per input channel and tap), and one BLAS
+matmul per group contracts them with the weight over channels x taps at once.
+Blocks keep those columns within 1.5x the problem's own tensors.  The transposed
+convolution multiplies first and scatters the columns through the windows of its
+uncropped output (col2im).  The three backward products are written from their
+own definitions (the transposes of the maps above), never from a framework's
+autograd:
 
 * ``grad_input``: each output gradient scatters back through the kernel onto the
   padded input, and ``P^T`` folds the padded positions onto the input positions
   they copied (crop for zeros; add for reflect, replicate and circular);
-* ``grad_weight``: for each tap, the window of the padded input contracted with
-  the output gradient over batch and positions;
+* ``grad_weight``: the output gradient contracted with the windows of the padded
+  input over batch and positions;
 * ``grad_bias``: the output gradient summed over batch and positions.
 
-:func:`magnitude` runs the same loops on ``|x|, |w|, |b|``: the scale in which
-:mod:`conformance.tolerance` measures a candidate's rounding error.
+:func:`magnitude` runs the same products on ``|x|, |w|, |b|``: the scale in which
+:mod:`conformance.tolerance` measures a candidate's rounding error.  The copies
+around the products run on every core (:mod:`conformance.oracle_parallel`), as
+BLAS does.
 """
 
 from __future__ import annotations

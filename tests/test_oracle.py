@@ -4,12 +4,17 @@
 (b) exact rational arithmetic (fractions) on small problems;
 (c) PyTorch float64 (F.conv*d, F.conv_transpose*d, autograd, F.pad) on thousands
     of random problems of every kind, within 1e-13 of the magnitude;
-(d) the seed article's two worked examples.
+(d) the seed article's two worked examples;
+and (e) checks that the oracle's blocks, copy threads and memory cap change
+nothing but speed.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import time
+import tracemalloc
 from fractions import Fraction
 
 import numpy as np
@@ -17,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conformance import literal, oracle
+from conformance import literal, oracle, oracle_parallel
 from conformance.spec import ConvSpec
 from conformance.strategies import conv_specs
 
@@ -232,3 +237,143 @@ def test_wrong_shapes_are_named():
     with pytest.raises(ValueError, match=r"x has shape \(1, 2, 4, 3\)"):
         oracle.forward(spec, np.ones((1, 2, 4, 3)), np.ones((1, 2, 1, 1)))
     assert math.prod(spec.output_shape) == 12
+
+
+# ------------------------------------------------ (e) blocks, threads, memory
+
+# Problems whose im2col columns are several times the tensors, so the oracle cuts
+# them into blocks of batch items and of rows; the literal reference has no blocks.
+BLOCKED = [
+    ConvSpec(batch=2, in_channels=1, out_channels=4, input_size=(9, 9), kernel_size=(5, 5), padding=1),
+    ConvSpec(batch=3, in_channels=2, out_channels=4, input_size=(7, 6), kernel_size=(3, 4), stride=(2, 1),
+             dilation=(1, 2), padding=((2, 1), (3, 0)), groups=2, padding_mode="circular"),
+    ConvSpec(batch=2, in_channels=1, out_channels=2, input_size=(5, 4, 4), kernel_size=(3, 3, 2), padding=1,
+             padding_mode="reflect"),
+    ConvSpec(batch=2, in_channels=2, out_channels=3, input_size=(6, 5), kernel_size=(4, 3), stride=(2, 3),
+             padding=1, output_padding=(1, 2), transposed=True),
+    ConvSpec(batch=3, in_channels=2, out_channels=4, input_size=(7,), kernel_size=(5,), dilation=2, groups=2,
+             transposed=True),
+    ConvSpec(batch=1, in_channels=1, out_channels=4, input_size=(6, 6), kernel_size=(5, 5), stride=(1, 2),
+             padding=((1, 3), (0, 2)), transposed=True),
+]  # fmt: skip
+
+
+def _block_count(spec: ConvSpec) -> tuple[int, int]:
+    """How many blocks, and how many distinct row ranges, the oracle cuts ``spec`` into."""
+    g = spec.groups
+    if spec.transposed:
+        blocks = oracle._blocks(spec, spec.out_channels // g, spec.input_size)
+    else:
+        blocks = oracle._blocks(spec, spec.in_channels // g, spec.output_size)
+    return len(blocks), len({(rows.start, rows.stop) for _, rows in blocks})
+
+
+def test_the_blocked_problems_cut_rows_and_group_batch_items():
+    assert any(_block_count(spec)[1] > 1 for spec in BLOCKED)  # rows of one item in several blocks
+    assert any(_block_count(spec)[0] < spec.batch for spec in BLOCKED)  # several items in one block
+
+
+@pytest.mark.parametrize("spec", BLOCKED, ids=str)
+def test_problems_cut_into_blocks_agree_with_the_literal_reference(spec):
+    spec.validate()
+    assert _block_count(spec)[0] > 1, f"{spec} is not cut into blocks"
+    x, w, b, gy = _data(spec, 7)
+    scale = oracle.magnitude(spec, x, w, b)
+    _assert_close(oracle.forward(spec, x, w, b), _as_float(literal.forward(spec, x, w, b)), scale, 1e-14, "y", spec)
+    got, want = oracle.backward(spec, x, w, gy), literal.backward(spec, x, w, gy)
+    for name, g, lit, m in zip(("grad_input", "grad_weight", "grad_bias"), got, want,
+                               oracle.backward_magnitude(spec, x, w, gy)):  # fmt: skip
+        _assert_close(g, _as_float(lit), m, 1e-14, name, spec)
+
+
+# Large enough that every copy is split over the cores.
+THREADED = [
+    ConvSpec(batch=4, in_channels=16, out_channels=16, input_size=(24, 20), kernel_size=(3, 3), padding=1),
+    ConvSpec(batch=4, in_channels=16, out_channels=8, input_size=(12, 10), kernel_size=(4, 4), stride=2, padding=1,
+             transposed=True),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("spec", THREADED, ids=str)
+def test_copy_threads_give_the_same_bits_as_one_thread(spec, monkeypatch):
+    x, w, b, gy = _data(spec, 3)
+    monkeypatch.setattr(oracle_parallel, "PARALLEL_MIN_ELEMENTS", math.inf)
+    alone = (oracle.forward(spec, x, w, b), *oracle.backward(spec, x, w, gy))
+    monkeypatch.setattr(oracle_parallel, "PARALLEL_MIN_ELEMENTS", 0)
+    threaded = (oracle.forward(spec, x, w, b), *oracle.backward(spec, x, w, gy))
+    for name, one, many in zip(("y", "grad_input", "grad_weight", "grad_bias"), alone, threaded):
+        assert np.array_equal(one, many), f"{name} differs with copy threads [{spec}]"
+
+
+def test_a_parallel_run_covers_the_array_once_in_disjoint_parts(monkeypatch):
+    if oracle_parallel.cores() < 2:
+        pytest.skip("one core: the copies are never split")
+    monkeypatch.setattr(oracle_parallel, "PARALLEL_MIN_ELEMENTS", 0)
+    src = np.arange(5 * 7 * 3, dtype=np.float64).reshape(5, 7, 3)
+    dst = np.zeros_like(src)
+    seen = []
+
+    def count(into, values):
+        seen.append(into.shape)
+        into += values + 1
+
+    oracle_parallel.run(count, dst, src)
+    assert len(seen) == min(oracle_parallel.cores(), 5), seen
+    np.testing.assert_array_equal(dst, src + 1)  # every element written exactly once
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_the_copy_threads_work_in_a_forked_child(monkeypatch):
+    # The parent's pool threads do not survive a fork; the child must make its own.
+    monkeypatch.setattr(oracle_parallel, "PARALLEL_MIN_ELEMENTS", 0)
+    src = np.arange(64.0).reshape(8, 8)
+    oracle_parallel.copy(np.empty_like(src), src)  # the parent's pool now has threads
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 only if the copy completes and is right
+        dst = np.empty_like(src)
+        oracle_parallel.copy(dst, src)
+        os._exit(0 if np.array_equal(dst, src) else 1)
+    deadline = time.monotonic() + 60
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if done[0] == 0:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("a parallel copy in a forked child never finished")
+    assert os.waitstatus_to_exitcode(done[1]) == 0
+
+
+MEMORY = [
+    ("forward", ConvSpec(batch=4, in_channels=32, out_channels=32, input_size=(28, 24), kernel_size=(3, 3),
+                         padding=1, bias=False)),
+    ("forward", ConvSpec(batch=2, in_channels=16, out_channels=24, input_size=(9, 10, 8), kernel_size=(3, 3, 3),
+                         padding=1, bias=False)),
+    ("forward", ConvSpec(batch=4, in_channels=32, out_channels=16, input_size=(14, 12), kernel_size=(4, 4),
+                         stride=2, padding=1, transposed=True, bias=False)),
+    ("backward", ConvSpec(batch=4, in_channels=32, out_channels=32, input_size=(20, 18), kernel_size=(3, 3),
+                          padding=1, bias=False)),
+    ("backward", ConvSpec(batch=2, in_channels=16, out_channels=8, input_size=(14, 12), kernel_size=(4, 3),
+                          stride=(2, 1), padding=1, transposed=True, bias=False)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("operation", "spec"), MEMORY, ids=lambda v: str(v))
+def test_peak_extra_memory_stays_within_three_times_the_tensors(operation, spec):
+    # im2col columns of a whole problem would be taps times the input; blocks keep
+    # the oracle's buffers (results included) within 3x input + weight + output.
+    x, w, _, gy = _data(spec, 1)
+    tensors = x.nbytes + w.nbytes + gy.nbytes
+    if operation == "backward":
+        tensors += x.nbytes + w.nbytes  # the gradients are outputs too
+    oracle._scratch.clear()  # a cold call: its buffers count
+    tracemalloc.start()
+    try:
+        base, _ = tracemalloc.get_traced_memory()
+        if operation == "forward":
+            oracle.forward(spec, x, w)
+        else:
+            oracle.backward(spec, x, w, gy)
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert peak <= 3 * tensors, f"peak extra memory {peak / tensors:.2f}x the tensors [{spec}]"
