@@ -307,7 +307,8 @@ def _scatter(columns: np.ndarray, block: np.ndarray, dims: int) -> None:
             into[(slice(None), slice(None), *tap)] += columns[(slice(None), slice(None), *tap)]
 
     kernel = view.shape[2 : 2 + dims]
-    parallel.run(add_taps, view, columns.reshape(view.shape))  # parts split groups or channels: disjoint
+    # The parts split groups or channels, so they never add into the same element.
+    parallel.run(add_taps, view, columns.reshape(view.shape), cost=parallel.ADD_COST)
 
 
 def _rows(block: np.ndarray) -> np.ndarray:

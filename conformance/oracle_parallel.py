@@ -21,6 +21,9 @@ import numpy as np
 #: Below this many elements (1 MiB) a copy takes less time than handing it to a thread.
 PARALLEL_MIN_ELEMENTS = 1 << 17
 
+#: An in-place add through a strided window costs about three copies of an element.
+ADD_COST = 3
+
 
 def cores() -> int:
     """The cores this process may run on."""
@@ -55,18 +58,19 @@ class _Pool:
 _pool = _Pool()
 
 
-def run(task: Callable[..., None], *arrays: np.ndarray) -> None:
+def run(task: Callable[..., None], *arrays: np.ndarray, cost: float = 1.0) -> None:
     """``task(*arrays)``, with the arrays cut along one of their two leading axes into a part per core.
 
     Every array must have the same two leading axes (the task writes into the
     first array's slice only what the other arrays' matching slices say).  The
-    axis cut is the first that gives every core a part; small arrays, or ones
-    with no such axis, run in one call on this thread.
+    axis cut is the first that gives every core a part.  Small tasks (fewer than
+    :data:`PARALLEL_MIN_ELEMENTS` elements times ``cost``, the task's time per
+    element in copies), or arrays with no such axis, run in one call on this thread.
     """
     executor, workers = _pool.get()
     first = arrays[0]
     axis = next((a for a in (0, 1) if a < first.ndim and first.shape[a] >= workers), None)
-    if executor is None or axis is None or first.size < PARALLEL_MIN_ELEMENTS:
+    if executor is None or axis is None or first.size * cost < PARALLEL_MIN_ELEMENTS:
         task(*arrays)
         return
     bounds = np.linspace(0, first.shape[axis], workers + 1).round().astype(int)
