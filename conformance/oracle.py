@@ -280,21 +280,28 @@ def _grouped(a: np.ndarray, groups: int) -> np.ndarray:
 
 
 def _column_order(block: np.ndarray, dims: int) -> np.ndarray:
-    """``(N, G, C, *positions, *kernel) -> (G, C, *kernel, N, *positions)``, a transposed view.
+    """``(N, G, C, *positions, *kernel) -> (G, *kernel, C, N, *positions)``, a transposed view.
 
-    In this order a block flattens to a BLAS matrix per group, rows ``(c, t)`` (as
-    the weight's ``(C, *kernel)`` flatten) and columns ``(n, p)``: the whole
-    batch block is one matrix product.
+    In this order a block flattens to a BLAS matrix per group, rows ``(t, c)``
+    (tap-major, as :func:`_tap_major` lays out the weight) and columns ``(n, p)``:
+    the whole batch block is one matrix product, and each tap's columns are one
+    contiguous slab, which is what :func:`_scatter` adds tap by tap.
     """
     taps = range(3 + dims, 3 + 2 * dims)
-    return block.transpose(1, 2, *taps, 0, *range(3, 3 + dims))
+    return block.transpose(1, *taps, 2, 0, *range(3, 3 + dims))
+
+
+def _by_channel(a: np.ndarray, dims: int) -> np.ndarray:
+    """``(G, *kernel, C, ...) -> (G, C, *kernel, ...)``: parts cut along groups or channels never
+    write the same element, whatever the taps do (:func:`conformance.oracle_parallel.run`)."""
+    return np.moveaxis(a, 1 + dims, 1)
 
 
 def _gather(block: np.ndarray, dims: int) -> np.ndarray:
-    """im2col: copy a block of windows into columns ``(G, C*taps, N*positions)``."""
+    """im2col: copy a block of windows into columns ``(G, taps*C, N*positions)``."""
     view = _column_order(block, dims)
     columns = _scratch.get("columns", view.shape)
-    parallel.copy(columns, view)
+    parallel.copy(_by_channel(columns, dims), _by_channel(view, dims))
     return columns.reshape(view.shape[0], -1, math.prod(view.shape[2 + dims :]))
 
 
@@ -302,13 +309,27 @@ def _scatter(columns: np.ndarray, block: np.ndarray, dims: int) -> None:
     """col2im, the transpose of :func:`_gather`: add each tap's columns into its window of ``block``."""
     view = _column_order(block, dims)
 
-    def add_taps(into: np.ndarray, columns: np.ndarray) -> None:
-        for tap in np.ndindex(*kernel):
+    def add_taps(into: np.ndarray, columns: np.ndarray) -> None:  # both (G, C, *kernel, N, *positions)
+        for tap in np.ndindex(*view.shape[1 : 1 + dims]):
             into[(slice(None), slice(None), *tap)] += columns[(slice(None), slice(None), *tap)]
 
-    kernel = view.shape[2 : 2 + dims]
-    # The parts split groups or channels, so they never add into the same element.
-    parallel.run(add_taps, view, columns.reshape(view.shape), cost=parallel.ADD_COST)
+    by_channel = (_by_channel(view, dims), _by_channel(columns.reshape(view.shape), dims))
+    parallel.run(add_taps, *by_channel, cost=parallel.ADD_COST)
+
+
+def _tap_major(w: np.ndarray, groups: int) -> np.ndarray:
+    """The weight ``(rows, C, *kernel)`` as one matrix per group, ``(G, rows/G, taps*C)``, tap-major.
+
+    Column ``t*C + c`` multiplies the columns' row ``t*C + c`` (:func:`_column_order`).
+    """
+    rows, c = w.shape[:2]
+    return w.reshape(groups, rows // groups, c, -1).transpose(0, 1, 3, 2).reshape(groups, rows // groups, -1)
+
+
+def _from_tap_major(m: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The inverse of :func:`_tap_major`: ``(G, rows/G, taps*C)`` back to the weight's ``shape``."""
+    g, rows = m.shape[:2]
+    return m.reshape(g, rows, -1, shape[1]).transpose(0, 1, 3, 2).reshape(shape)
 
 
 def _rows(block: np.ndarray) -> np.ndarray:
@@ -340,7 +361,7 @@ def _swap(a: np.ndarray) -> np.ndarray:
 def _correlate(spec: ConvSpec, x: np.ndarray, w: np.ndarray) -> np.ndarray:
     g, og, cg = spec.groups, spec.out_channels // spec.groups, spec.in_channels // spec.groups
     windows = _windows(spec, _grouped(_pad(spec, x), g), spec.output_size)  # (N, G, C_in/G, *out, *kernel)
-    w_rows = w.reshape(g, og, -1)  # (G, C_out/G, C_in/G * taps)
+    w_rows = _tap_major(w, g)  # (G, C_out/G, taps * C_in/G)
     y = np.empty((spec.batch, g, og, *spec.output_size))
     for items, rows in _blocks(spec, cg, spec.output_size):
         columns = _gather(windows[items, :, :, rows], spec.dims)
@@ -364,11 +385,11 @@ def _crop(spec: ConvSpec) -> tuple[slice, ...]:
 
 
 def _transposed(spec: ConvSpec, x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    g, og, cg = spec.groups, spec.out_channels // spec.groups, spec.in_channels // spec.groups
+    g, og = spec.groups, spec.out_channels // spec.groups
     full = _scratch.get("full", (spec.batch, g, og, *_transposed_extent(spec)), zero=True)
     windows = _windows(spec, full, spec.input_size)  # (N, G, C_out/G, *in, *kernel)
     xg = _grouped(x, g)
-    w_rows = w.reshape(g, cg, -1)  # (G, C_in/G, C_out/G * taps)
+    w_rows = _tap_major(w, g)  # (G, C_in/G, taps * C_out/G)
     for items, rows in _blocks(spec, og, spec.input_size):
         x_rows = _rows(xg[items, :, :, rows])
         columns = np.matmul(_swap(w_rows), x_rows, out=_scratch.get("columns", (g, w_rows.shape[2], x_rows.shape[2])))
@@ -387,13 +408,13 @@ def _transposed(spec: ConvSpec, x: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 
 def _correlate_grads(spec: ConvSpec, x: np.ndarray, w: np.ndarray, gy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    g, og, cg = spec.groups, spec.out_channels // spec.groups, spec.in_channels // spec.groups
+    g, cg = spec.groups, spec.in_channels // spec.groups
     xp = _grouped(_pad(spec, x), g)  # (N, G, C_in/G, *padded)
     windows = _windows(spec, xp, spec.output_size)
     grad_padded = np.zeros(xp.shape)
     grad_windows = _windows(spec, grad_padded, spec.output_size)
     gyg = _grouped(gy, g)
-    w_rows = w.reshape(g, og, -1)  # (G, C_out/G, C_in/G * taps)
+    w_rows = _tap_major(w, g)  # (G, C_out/G, taps * C_in/G)
     gw = np.zeros(w_rows.shape)
     for items, rows in _blocks(spec, cg, spec.output_size):
         columns = _gather(windows[items, :, :, rows], spec.dims)
@@ -402,7 +423,7 @@ def _correlate_grads(spec: ConvSpec, x: np.ndarray, w: np.ndarray, gy: np.ndarra
         np.matmul(_swap(w_rows), gy_rows, out=columns)  # the columns are spent: reuse them
         _scatter(columns, grad_windows[items, :, :, rows], spec.dims)
     gx = _unpad(spec, grad_padded.reshape(spec.batch, spec.in_channels, *xp.shape[3:]))
-    return gx, gw.reshape(spec.weight_shape)
+    return gx, _from_tap_major(gw, spec.weight_shape)
 
 
 def _transposed_grads(spec: ConvSpec, x: np.ndarray, w: np.ndarray, gy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -412,7 +433,7 @@ def _transposed_grads(spec: ConvSpec, x: np.ndarray, w: np.ndarray, gy: np.ndarr
     full[(..., *_crop(spec))] = _grouped(gy, g)
     windows = _windows(spec, full, spec.input_size)  # (N, G, C_out/G, *in, *kernel)
     xg = _grouped(x, g)
-    w_rows = w.reshape(g, cg, -1)  # (G, C_in/G, C_out/G * taps)
+    w_rows = _tap_major(w, g)  # (G, C_in/G, taps * C_out/G)
     gx = np.empty(xg.shape)
     gw = np.zeros(w_rows.shape)
     for items, rows in _blocks(spec, og, spec.input_size):
@@ -421,7 +442,7 @@ def _transposed_grads(spec: ConvSpec, x: np.ndarray, w: np.ndarray, gy: np.ndarr
         gw += x_rows @ _swap(columns)
         products = np.matmul(w_rows, columns, out=_scratch.get("products", (g, cg, columns.shape[2])))
         _unrows(products, gx[items, :, :, rows])
-    return gx.reshape(spec.input_shape), gw.reshape(spec.weight_shape)
+    return gx.reshape(spec.input_shape), _from_tap_major(gw, spec.weight_shape)
 
 
 # ---------------------------------------------------------------------- inputs

@@ -26,11 +26,20 @@ ADD_COST = 3
 
 
 def cores() -> int:
-    """The cores this process may run on."""
+    """Threads for the copies: as many as BLAS gets, the cores this process may run on.
+
+    A thread limit set for BLAS (``OPENBLAS_NUM_THREADS``, or ``OMP_NUM_THREADS``
+    which OpenBLAS and PyTorch also read) limits the copies too.
+    """
     try:
-        return len(os.sched_getaffinity(0))
+        available = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+        available = os.cpu_count() or 1
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        value = os.environ.get(name, "")
+        if value.isdigit() and int(value) > 0:
+            return min(available, int(value))
+    return available
 
 
 class _Pool:
