@@ -260,8 +260,9 @@ def _blocks(spec: ConvSpec, channels: int, positions: tuple[int, ...]) -> list[B
     The columns of a block (``groups * channels * taps`` per position) never take
     more than 1.5 times the memory of the problem's own tensors, so there is no
     im2col buffer for the whole problem (which would be ``taps`` times the input)
-    and peak memory stays within 3x the tensors: whole batch items while they fit (one BLAS call per group
-    over all of them), else one item at a time cut into runs of rows.
+    and peak memory stays within 3x the tensors: whole batch items while they fit
+    (one BLAS call per group over all of them), else one item at a time cut into
+    runs of rows.
     """
     per_row = max(spec.groups * channels * math.prod(spec.kernel_size) * math.prod(positions[1:]), 1)
     budget = 3 * (math.prod(spec.input_shape) + math.prod(spec.weight_shape) + math.prod(spec.output_shape)) // 2
@@ -353,7 +354,7 @@ def _swap(a: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------- forward
 #
 # With W the weight as one matrix per group (rows: output channels; columns:
-# input channel and tap) and X the columns of a block of windows of the padded
+# tap and input channel) and X the columns of a block of windows of the padded
 # input, the correlation is Y = W X.  The transposed convolution is the scatter
 # of W^T X through the windows of its uncropped output.
 
