@@ -13,8 +13,9 @@ the matmul rate on large problems, <= 100 us per call on tiny ones, peak extra
 memory <= 3x.
 
 Both sides get the same cores: torch's intra-op threads and numpy's BLAS
-threads (plus the oracle's copy threads, :mod:`conformance.oracle_parallel`)
-all default to the cores this process may use; the header prints them.
+threads both default to the cores this process may use (the header prints
+torch's).  The oracle's copies run on one thread: copy threads next to
+OpenBLAS's spinning workers measured slower, not faster, on 2 cores.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from conformance import oracle, oracle_parallel
+from conformance import oracle
 from conformance.spec import ConvSpec
 
 # (size class, operation, spec)
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     blas = matmul_gflops()
     print(f"numpy {np.__version__}, torch {torch_version}, float64 matmul 512x512: {blas:.1f} GFLOP/s")
     torch_threads = torch.get_num_threads() if torch else 0
-    print(f"threads: oracle copies {oracle_parallel.cores()}, torch intra-op {torch_threads}")
+    print(f"threads: torch intra-op {torch_threads}, numpy BLAS: its default (OPENBLAS_NUM_THREADS to change)")
     header = f"{'class':<7}{'op':<11}{'problem':<64}{'oracle':>10}{'torch':>10}{'ratio':>7}{'GFLOP/s':>9}{'mem':>6}"
     print(header)
     print("-" * len(header))

@@ -31,9 +31,7 @@ autograd:
 * ``grad_bias``: the output gradient summed over batch and positions.
 
 :func:`magnitude` runs the same products on ``|x|, |w|, |b|``: the scale in which
-:mod:`conformance.tolerance` measures a candidate's rounding error.  The copies
-around the products run on every core (:mod:`conformance.oracle_parallel`), as
-BLAS does.
+:mod:`conformance.tolerance` measures a candidate's rounding error.
 """
 
 from __future__ import annotations
@@ -44,7 +42,6 @@ import threading
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from conformance import oracle_parallel as parallel
 from conformance.spec import ConvSpec
 
 Grads = tuple[np.ndarray, np.ndarray, "np.ndarray | None"]
@@ -209,7 +206,7 @@ def _pad(spec: ConvSpec, x: np.ndarray) -> np.ndarray:
     if spec.padding_mode == "zeros":
         padded = _scratch.get("padded", (*x.shape[:2], *(n + b + a for n, (b, a) in zip(x.shape[2:], spec.pads))))
         padded.fill(0.0)
-        parallel.copy(padded[(..., *(slice(b, b + n) for n, (b, _) in zip(x.shape[2:], spec.pads)))], x)
+        padded[(..., *(slice(b, b + n) for n, (b, _) in zip(x.shape[2:], spec.pads)))] = x
         return padded
     for axis, (size, (before, after)) in enumerate(zip(spec.input_size, spec.pads), start=2):
         x = np.take(x, source_index(size, before, after, spec.padding_mode), axis=axis)
@@ -292,30 +289,20 @@ def _column_order(block: np.ndarray, dims: int) -> np.ndarray:
     return block.transpose(1, *taps, 2, 0, *range(3, 3 + dims))
 
 
-def _by_channel(a: np.ndarray, dims: int) -> np.ndarray:
-    """``(G, *kernel, C, ...) -> (G, C, *kernel, ...)``: parts cut along groups or channels never
-    write the same element, whatever the taps do (:func:`conformance.oracle_parallel.run`)."""
-    return np.moveaxis(a, 1 + dims, 1)
-
-
 def _gather(block: np.ndarray, dims: int) -> np.ndarray:
     """im2col: copy a block of windows into columns ``(G, taps*C, N*positions)``."""
     view = _column_order(block, dims)
     columns = _scratch.get("columns", view.shape)
-    parallel.copy(_by_channel(columns, dims), _by_channel(view, dims))
+    np.copyto(columns, view)
     return columns.reshape(view.shape[0], -1, math.prod(view.shape[2 + dims :]))
 
 
 def _scatter(columns: np.ndarray, block: np.ndarray, dims: int) -> None:
     """col2im, the transpose of :func:`_gather`: add each tap's columns into its window of ``block``."""
     view = _column_order(block, dims)
-
-    def add_taps(into: np.ndarray, columns: np.ndarray) -> None:  # both (G, C, *kernel, N, *positions)
-        for tap in np.ndindex(*view.shape[1 : 1 + dims]):
-            into[(slice(None), slice(None), *tap)] += columns[(slice(None), slice(None), *tap)]
-
-    by_channel = (_by_channel(view, dims), _by_channel(columns.reshape(view.shape), dims))
-    parallel.run(add_taps, *by_channel, cost=parallel.ADD_COST)
+    columns = columns.reshape(view.shape)
+    for tap in np.ndindex(*view.shape[1 : 1 + dims]):
+        view[(slice(None), *tap)] += columns[(slice(None), *tap)]
 
 
 def _tap_major(w: np.ndarray, groups: int) -> np.ndarray:
@@ -337,14 +324,14 @@ def _rows(block: np.ndarray) -> np.ndarray:
     """``(N, G, C, *positions) -> (G, C, N*positions)``: a copy, the matrix form of a data block."""
     view = block.transpose(1, 2, 0, *range(3, block.ndim))
     rows = _scratch.get("rows", view.shape)
-    parallel.copy(rows, view)
+    np.copyto(rows, view)
     return rows.reshape(*view.shape[:2], -1)
 
 
 def _unrows(rows: np.ndarray, block: np.ndarray) -> None:
     """The inverse of :func:`_rows`: write ``(G, C, N*positions)`` into ``block`` (N, G, C, *positions)."""
     view = block.transpose(1, 2, 0, *range(3, block.ndim))
-    parallel.copy(view, rows.reshape(view.shape))
+    np.copyto(view, rows.reshape(view.shape))
 
 
 def _swap(a: np.ndarray) -> np.ndarray:
@@ -396,7 +383,7 @@ def _transposed(spec: ConvSpec, x: np.ndarray, w: np.ndarray) -> np.ndarray:
         columns = np.matmul(_swap(w_rows), x_rows, out=_scratch.get("columns", (g, w_rows.shape[2], x_rows.shape[2])))
         _scatter(columns, windows[items, :, :, rows], spec.dims)
     y = np.empty((spec.batch, g, og, *spec.output_size))
-    parallel.copy(y, full[(..., *_crop(spec))])  # a copy: full is scratch
+    y[...] = full[(..., *_crop(spec))]  # a copy: full is scratch
     return y.reshape(spec.output_shape)
 
 

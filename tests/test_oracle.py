@@ -5,15 +5,12 @@
 (c) PyTorch float64 (F.conv*d, F.conv_transpose*d, autograd, F.pad) on thousands
     of random problems of every kind, within 1e-13 of the magnitude;
 (d) the seed article's two worked examples;
-and (e) checks that the oracle's blocks, copy threads and memory cap change
-nothing but speed.
+and (e) checks that the oracle's blocks and memory cap change nothing but speed.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import time
 import tracemalloc
 from fractions import Fraction
 
@@ -22,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conformance import literal, oracle, oracle_parallel
+from conformance import literal, oracle
 from conformance.spec import ConvSpec
 from conformance.strategies import conv_specs
 
@@ -284,63 +281,6 @@ def test_problems_cut_into_blocks_agree_with_the_literal_reference(spec):
     for name, g, lit, m in zip(("grad_input", "grad_weight", "grad_bias"), got, want,
                                oracle.backward_magnitude(spec, x, w, gy)):  # fmt: skip
         _assert_close(g, _as_float(lit), m, 1e-14, name, spec)
-
-
-# Large enough that every copy is split over the cores.
-THREADED = [
-    ConvSpec(batch=4, in_channels=16, out_channels=16, input_size=(24, 20), kernel_size=(3, 3), padding=1),
-    ConvSpec(batch=4, in_channels=16, out_channels=8, input_size=(12, 10), kernel_size=(4, 4), stride=2, padding=1,
-             transposed=True),
-]  # fmt: skip
-
-
-@pytest.mark.parametrize("spec", THREADED, ids=str)
-def test_copy_threads_give_the_same_bits_as_one_thread(spec, monkeypatch):
-    x, w, b, gy = _data(spec, 3)
-    monkeypatch.setattr(oracle_parallel, "PARALLEL_MIN_ELEMENTS", math.inf)
-    alone = (oracle.forward(spec, x, w, b), *oracle.backward(spec, x, w, gy))
-    monkeypatch.setattr(oracle_parallel, "PARALLEL_MIN_ELEMENTS", 0)
-    threaded = (oracle.forward(spec, x, w, b), *oracle.backward(spec, x, w, gy))
-    for name, one, many in zip(("y", "grad_input", "grad_weight", "grad_bias"), alone, threaded):
-        assert np.array_equal(one, many), f"{name} differs with copy threads [{spec}]"
-
-
-def test_a_parallel_run_covers_the_array_once_in_disjoint_parts(monkeypatch):
-    if oracle_parallel.cores() < 2:
-        pytest.skip("one core: the copies are never split")
-    monkeypatch.setattr(oracle_parallel, "PARALLEL_MIN_ELEMENTS", 0)
-    src = np.arange(5 * 7 * 3, dtype=np.float64).reshape(5, 7, 3)
-    dst = np.zeros_like(src)
-    seen = []
-
-    def count(into, values):
-        seen.append(into.shape)
-        into += values + 1
-
-    oracle_parallel.run(count, dst, src)
-    assert len(seen) == min(oracle_parallel.cores(), 5), seen
-    np.testing.assert_array_equal(dst, src + 1)  # every element written exactly once
-
-
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_the_copy_threads_work_in_a_forked_child(monkeypatch):
-    # The parent's pool threads do not survive a fork; the child must make its own.
-    monkeypatch.setattr(oracle_parallel, "PARALLEL_MIN_ELEMENTS", 0)
-    src = np.arange(64.0).reshape(8, 8)
-    oracle_parallel.copy(np.empty_like(src), src)  # the parent's pool now has threads
-    pid = os.fork()
-    if pid == 0:  # the child: exit 0 only if the copy completes and is right
-        dst = np.empty_like(src)
-        oracle_parallel.copy(dst, src)
-        os._exit(0 if np.array_equal(dst, src) else 1)
-    deadline = time.monotonic() + 60
-    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if done[0] == 0:
-        os.kill(pid, 9)
-        os.waitpid(pid, 0)
-        pytest.fail("a parallel copy in a forked child never finished")
-    assert os.waitstatus_to_exitcode(done[1]) == 0
 
 
 MEMORY = [
