@@ -13,20 +13,24 @@ true semantics.  Transposed: each input position scatters through the kernel::
 
 and ``y = y_full[before : before + out]`` (padding crops, ``output_padding`` extends).
 
-Each product is evaluated as a loop over kernel taps; one tap is a strided slice
-of the (padded) input contracted with one weight matrix per group in float64
-(a BLAS matmul), so no buffer is ever larger than one tap's window.  The three
-backward products are written from their own definitions (the transposes of the
-maps above), never from a framework's autograd:
+The sums are evaluated as matrix products in float64: the windows
+``P(x)[..., j*stride + t*dilation]`` of a block of batch items and output rows
+are copied into columns (im2col, one row per input channel and tap), and one BLAS
+matmul per group contracts them with the weight over channels x taps at once.
+Blocks keep those columns within 1.5x the problem's own tensors.  The transposed
+convolution multiplies first and scatters the columns through the windows of its
+uncropped output (col2im).  The three backward products are written from their
+own definitions (the transposes of the maps above), never from a framework's
+autograd:
 
 * ``grad_input``: each output gradient scatters back through the kernel onto the
   padded input, and ``P^T`` folds the padded positions onto the input positions
   they copied (crop for zeros; add for reflect, replicate and circular);
-* ``grad_weight``: for each tap, the window of the padded input contracted with
-  the output gradient over batch and positions;
+* ``grad_weight``: the output gradient contracted with the windows of the padded
+  input over batch and positions;
 * ``grad_bias``: the output gradient summed over batch and positions.
 
-:func:`magnitude` runs the same loops on ``|x|, |w|, |b|``: the scale in which
+:func:`magnitude` runs the same products on ``|x|, |w|, |b|``: the scale in which
 :mod:`conformance.tolerance` measures a candidate's rounding error.
 """
 
@@ -36,6 +40,7 @@ import math
 import threading
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 from conformance.spec import ConvSpec
 
@@ -216,44 +221,54 @@ def _unpad(spec: ConvSpec, grad_padded: np.ndarray) -> np.ndarray:
             continue
         index = source_index(size, before, after, spec.padding_mode)
         moved = np.moveaxis(g, axis, 0)
-        keep = index >= 0
-        folded = np.zeros((size, *moved.shape[1:]))
-        np.add.at(folded, index[keep], moved[keep])
+        folded = moved[before : before + size].copy()  # the positions that are the input itself
+        for j in (*range(before), *range(before + size, len(index))):  # the padding's copies (-1: a zero)
+            if index[j] >= 0:
+                folded[index[j]] += moved[j]
         g = np.moveaxis(folded, 0, axis)
     return g
 
 
-# ---------------------------------------------------------------- taps, layout
-
-# The products are contracted in chunks of (batch items x kernel taps): as many
-# taps as fit, so that a BLAS call's inner dimension (channels x taps) is as
-# long as possible, then as many batch items as fit, with the chunk's columns
-# never taking more memory than the problem's own tensors (so there is no
-# im2col buffer for the whole problem).
-Chunk = tuple[slice, int, list[tuple[slice, ...]]]
+# ------------------------------------------------------------ windows, blocks
 
 
-def _taps(spec: ConvSpec, counts: tuple[int, ...]) -> list[tuple[slice, ...]]:
-    """Per kernel tap ``t`` (row-major), the strided slice ``t*dilation + stride*range(count)`` per axis."""
-    return [
-        tuple(slice(t * d, t * d + s * (n - 1) + 1, s) for t, d, s, n in zip(tap, spec.dilation, spec.stride, counts))
-        for tap in np.ndindex(*spec.kernel_size)
-    ]
+def _windows(spec: ConvSpec, a: np.ndarray, positions: tuple[int, ...]) -> np.ndarray:
+    """The view ``window[n, g, c, p, t] = a[n, g, c, p*stride + t*dilation]`` of ``a`` (N, G, C, *spatial).
+
+    Shape ``(N, G, C, *positions, *kernel)``; no copy.  Windows of different
+    positions overlap, but for one tap ``t`` the positions are distinct, which is
+    what lets :func:`_scatter` add through the view one tap at a time.
+    """
+    spatial = a.strides[3:]
+    strides = (
+        *a.strides[:3],
+        *(step * s for step, s in zip(spatial, spec.stride)),
+        *(step * d for step, d in zip(spatial, spec.dilation)),
+    )
+    return as_strided(a, (*a.shape[:3], *positions, *spec.kernel_size), strides)
 
 
-def _chunks(spec: ConvSpec, counts: tuple[int, ...], channels: int) -> list[Chunk]:
-    """``(batch items, first tap, tap windows)`` per matmul; all taps of a batch block in order."""
-    windows = _taps(spec, counts)
-    per_item_tap = max(spec.groups * channels * math.prod(counts), 1)
-    budget = math.prod(spec.input_shape) + math.prod(spec.weight_shape) + math.prod(spec.output_shape)
-    taps = max(1, min(len(windows), budget // per_item_tap))
-    taps = -(-len(windows) // -(-len(windows) // taps))  # the same number of chunks, evened out
-    items = max(1, min(spec.batch, budget // (per_item_tap * taps)))
-    return [
-        (slice(n, min(n + items, spec.batch)), first, windows[first : first + taps])
-        for n in range(0, spec.batch, items)
-        for first in range(0, len(windows), taps)
-    ]
+Block = tuple[slice, slice]
+
+
+def _blocks(spec: ConvSpec, channels: int, positions: tuple[int, ...]) -> list[Block]:
+    """``(batch items, rows of the first spatial axis)`` per contraction.
+
+    The columns of a block (``groups * channels * taps`` per position) never take
+    more than 1.5 times the memory of the problem's own tensors, so there is no
+    im2col buffer for the whole problem (which would be ``taps`` times the input)
+    and peak memory stays within 3x the tensors: whole batch items while they fit
+    (one BLAS call per group over all of them), else one item at a time cut into
+    runs of rows.
+    """
+    per_row = max(spec.groups * channels * math.prod(spec.kernel_size) * math.prod(positions[1:]), 1)
+    budget = 3 * (math.prod(spec.input_shape) + math.prod(spec.weight_shape) + math.prod(spec.output_shape)) // 2
+    rows = positions[0]
+    if per_row * rows <= budget:
+        items = max(1, budget // max(per_row * rows, 1))
+        return [(slice(n, min(n + items, spec.batch)), slice(0, rows)) for n in range(0, spec.batch, items)]
+    step = max(1, budget // per_row)
+    return [(slice(n, n + 1), slice(r, min(r + step, rows))) for n in range(spec.batch) for r in range(0, rows, step)]
 
 
 def _grouped(a: np.ndarray, groups: int) -> np.ndarray:
@@ -262,48 +277,61 @@ def _grouped(a: np.ndarray, groups: int) -> np.ndarray:
     return a.reshape(n, groups, c // groups, *a.shape[2:])
 
 
-def _gather(src: np.ndarray, windows: list[tuple[slice, ...]], cols: np.ndarray) -> np.ndarray:
-    """Stack each window of ``src`` (N, G, C, *spatial) along the channel axis of ``cols``."""
-    c = src.shape[2]
-    for i, window in enumerate(windows):
-        cols[:, :, i * c : (i + 1) * c] = src[(..., *window)]
-    return cols
+def _column_order(block: np.ndarray, dims: int) -> np.ndarray:
+    """``(N, G, C, *positions, *kernel) -> (G, *kernel, C, N, *positions)``, a transposed view.
 
-
-def _scatter(cols: np.ndarray, windows: list[tuple[slice, ...]], dst: np.ndarray) -> None:
-    """The transpose of :func:`_gather`: add each channel block of ``cols`` into its window of ``dst``."""
-    c = dst.shape[2]
-    for i, window in enumerate(windows):
-        dst[(..., *window)] += cols[:, :, i * c : (i + 1) * c]
-
-
-def _buffer(spec: ConvSpec, chunks: list[Chunk], channels: int, counts: tuple[int, ...]) -> np.ndarray:
-    """Room for the largest chunk's columns: (items, G, taps*channels, positions)."""
-    items = max((c[0].stop - c[0].start for c in chunks), default=0)
-    taps = max((len(c[2]) for c in chunks), default=0)
-    return _scratch.get("columns", (items, spec.groups, taps * channels, math.prod(counts)))
-
-
-def _columns(buffer: np.ndarray, chunk: Chunk, channels: int, counts: tuple[int, ...]) -> tuple[np.ndarray, ...]:
-    """The chunk's block of ``buffer``, flat and with spatial axes: two views of the same memory.
-
-    Splitting the contiguous last axis is always a view, so writes through either
-    (a gather, or a matmul's ``out=``) land in the buffer.
+    In this order a block flattens to a BLAS matrix per group, rows ``(t, c)``
+    (tap-major, as :func:`_tap_major` lays out the weight) and columns ``(n, p)``:
+    the whole batch block is one matrix product, and each tap's columns are one
+    contiguous slab, which is what :func:`_scatter` adds tap by tap.
     """
-    items, _, windows = chunk
-    flat = buffer[: items.stop - items.start, :, : len(windows) * channels]
-    return flat, flat.reshape(*flat.shape[:3], *counts)
+    taps = range(3 + dims, 3 + 2 * dims)
+    return block.transpose(1, *taps, 2, 0, *range(3, 3 + dims))
 
 
-def _flat(a: np.ndarray) -> np.ndarray:
-    """``(N, G, C, *spatial) -> (N, G, C, positions)`` of a contiguous tensor."""
-    return a.reshape(*a.shape[:3], math.prod(a.shape[3:]))
+def _gather(block: np.ndarray, dims: int) -> np.ndarray:
+    """im2col: copy a block of windows into columns ``(G, taps*C, N*positions)``."""
+    view = _column_order(block, dims)
+    columns = _scratch.get("columns", view.shape)
+    np.copyto(columns, view)
+    return columns.reshape(view.shape[0], -1, math.prod(view.shape[2 + dims :]))
 
 
-def _tap_major(w: np.ndarray) -> np.ndarray:
-    """``(G, rows, C, taps) -> (G, rows, taps*C)``: column ``t*C + c`` matches :func:`_gather`'s rows."""
-    g, rows, c, taps = w.shape
-    return np.ascontiguousarray(w.transpose(0, 1, 3, 2)).reshape(g, rows, taps * c)
+def _scatter(columns: np.ndarray, block: np.ndarray, dims: int) -> None:
+    """col2im, the transpose of :func:`_gather`: add each tap's columns into its window of ``block``."""
+    view = _column_order(block, dims)
+    columns = columns.reshape(view.shape)
+    for tap in np.ndindex(*view.shape[1 : 1 + dims]):
+        view[(slice(None), *tap)] += columns[(slice(None), *tap)]
+
+
+def _tap_major(w: np.ndarray, groups: int) -> np.ndarray:
+    """The weight ``(rows, C, *kernel)`` as one matrix per group, ``(G, rows/G, taps*C)``, tap-major.
+
+    Column ``t*C + c`` multiplies the columns' row ``t*C + c`` (:func:`_column_order`).
+    """
+    rows, c = w.shape[:2]
+    return w.reshape(groups, rows // groups, c, -1).transpose(0, 1, 3, 2).reshape(groups, rows // groups, -1)
+
+
+def _from_tap_major(m: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The inverse of :func:`_tap_major`: ``(G, rows/G, taps*C)`` back to the weight's ``shape``."""
+    g, rows = m.shape[:2]
+    return m.reshape(g, rows, -1, shape[1]).transpose(0, 1, 3, 2).reshape(shape)
+
+
+def _rows(block: np.ndarray) -> np.ndarray:
+    """``(N, G, C, *positions) -> (G, C, N*positions)``: a copy, the matrix form of a data block."""
+    view = block.transpose(1, 2, 0, *range(3, block.ndim))
+    rows = _scratch.get("rows", view.shape)
+    np.copyto(rows, view)
+    return rows.reshape(*view.shape[:2], -1)
+
+
+def _unrows(rows: np.ndarray, block: np.ndarray) -> None:
+    """The inverse of :func:`_rows`: write ``(G, C, N*positions)`` into ``block`` (N, G, C, *positions)."""
+    view = block.transpose(1, 2, 0, *range(3, block.ndim))
+    np.copyto(view, rows.reshape(view.shape))
 
 
 def _swap(a: np.ndarray) -> np.ndarray:
@@ -311,26 +339,23 @@ def _swap(a: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------- forward
+#
+# With W the weight as one matrix per group (rows: output channels; columns:
+# tap and input channel) and X the columns of a block of windows of the padded
+# input, the correlation is Y = W X.  The transposed convolution is the scatter
+# of W^T X through the windows of its uncropped output.
 
 
 def _correlate(spec: ConvSpec, x: np.ndarray, w: np.ndarray) -> np.ndarray:
     g, og, cg = spec.groups, spec.out_channels // spec.groups, spec.in_channels // spec.groups
-    xg = _grouped(_pad(spec, x), g)  # (N, G, C_in/G, *padded)
-    wk = _tap_major(w.reshape(g, og, cg, -1))  # (G, C_out/G, taps*C_in/G)
-    chunks = _chunks(spec, spec.output_size, cg)
-    buffer = _buffer(spec, chunks, cg, spec.output_size)
-    out = np.empty((spec.batch, g, og, math.prod(spec.output_size)))
-    partial = _scratch.get("partial", (buffer.shape[0], g, og, out.shape[3]))
-    for chunk in chunks:
-        items, first, windows = chunk
-        cols, spatial = _columns(buffer, chunk, cg, spec.output_size)
-        _gather(xg[items], windows, spatial)
-        weights = wk[:, :, first * cg : (first + len(windows)) * cg]
-        if first == 0:
-            np.matmul(weights, cols, out=out[items])
-        else:
-            out[items] += np.matmul(weights, cols, out=partial[: cols.shape[0]])
-    return out.reshape(spec.output_shape)
+    windows = _windows(spec, _grouped(_pad(spec, x), g), spec.output_size)  # (N, G, C_in/G, *out, *kernel)
+    w_rows = _tap_major(w, g)  # (G, C_out/G, taps * C_in/G)
+    y = np.empty((spec.batch, g, og, *spec.output_size))
+    for items, rows in _blocks(spec, cg, spec.output_size):
+        columns = _gather(windows[items, :, :, rows], spec.dims)
+        products = np.matmul(w_rows, columns, out=_scratch.get("products", (g, og, columns.shape[2])))
+        _unrows(products, y[items, :, :, rows])
+    return y.reshape(spec.output_shape)
 
 
 def _transposed_extent(spec: ConvSpec) -> tuple[int, ...]:
@@ -347,72 +372,65 @@ def _crop(spec: ConvSpec) -> tuple[slice, ...]:
     return tuple(slice(before, before + o) for (before, _), o in zip(spec.pads, spec.output_size))
 
 
-def _transposed_rows(spec: ConvSpec, w: np.ndarray) -> np.ndarray:
-    """``(C_in, C_out/G, *kernel) -> (G, taps*C_out/G, C_in/G)``: row ``t*C_out/G + o``."""
-    g, og, cg = spec.groups, spec.out_channels // spec.groups, spec.in_channels // spec.groups
-    return _swap(_tap_major(w.reshape(g, cg, og, -1)))
-
-
 def _transposed(spec: ConvSpec, x: np.ndarray, w: np.ndarray) -> np.ndarray:
     g, og = spec.groups, spec.out_channels // spec.groups
-    xg = _flat(_grouped(x, g))  # (N, G, C_in/G, inputs)
-    wt = _transposed_rows(spec, w)
     full = _scratch.get("full", (spec.batch, g, og, *_transposed_extent(spec)), zero=True)
-    chunks = _chunks(spec, spec.input_size, og)
-    buffer = _buffer(spec, chunks, og, spec.input_size)
-    for chunk in chunks:
-        items, first, windows = chunk
-        cols, spatial = _columns(buffer, chunk, og, spec.input_size)
-        np.matmul(wt[:, first * og : (first + len(windows)) * og], xg[items], out=cols)
-        _scatter(spatial, windows, full[items])
-    return full[(..., *_crop(spec))].copy().reshape(spec.output_shape)  # full is scratch
+    windows = _windows(spec, full, spec.input_size)  # (N, G, C_out/G, *in, *kernel)
+    xg = _grouped(x, g)
+    w_rows = _tap_major(w, g)  # (G, C_in/G, taps * C_out/G)
+    for items, rows in _blocks(spec, og, spec.input_size):
+        x_rows = _rows(xg[items, :, :, rows])
+        columns = np.matmul(_swap(w_rows), x_rows, out=_scratch.get("columns", (g, w_rows.shape[2], x_rows.shape[2])))
+        _scatter(columns, windows[items, :, :, rows], spec.dims)
+    y = np.empty((spec.batch, g, og, *spec.output_size))
+    y[...] = full[(..., *_crop(spec))]  # a copy: full is scratch
+    return y.reshape(spec.output_shape)
 
 
 # -------------------------------------------------------------------- backward
+#
+# The transposes of the maps above.  Correlation: grad_W = grad_Y X^T, and
+# grad_input is the scatter of W^T grad_Y through the windows of the padded
+# input, folded back by P^T.  Transposed: with X the columns of the windows of
+# the uncropped output gradient, grad_input = W X and grad_W = x X^T.
 
 
 def _correlate_grads(spec: ConvSpec, x: np.ndarray, w: np.ndarray, gy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    g, og, cg = spec.groups, spec.out_channels // spec.groups, spec.in_channels // spec.groups
-    xg = _grouped(_pad(spec, x), g)  # (N, G, C_in/G, *padded)
-    gyg = _flat(_grouped(gy, g))  # (N, G, C_out/G, outputs)
-    wk = _tap_major(w.reshape(g, og, cg, -1))  # (G, C_out/G, taps*C_in/G)
-    gw = np.zeros(wk.shape)
-    grad_padded = np.zeros(xg.shape)
-    chunks = _chunks(spec, spec.output_size, cg)
-    buffer = _buffer(spec, chunks, cg, spec.output_size)
-    for chunk in chunks:
-        items, first, windows = chunk
-        block = slice(first * cg, (first + len(windows)) * cg)
-        cols, spatial = _columns(buffer, chunk, cg, spec.output_size)
-        _gather(xg[items], windows, spatial)
-        # grad_weight sums over the batch as well as the positions.
-        gw[:, :, block] += (gyg[items] @ _swap(cols)).sum(axis=0)
-        np.matmul(_swap(wk[:, :, block]), gyg[items], out=cols)
-        _scatter(spatial, windows, grad_padded[items])
-    gw = gw.reshape(g, og, -1, cg).transpose(0, 1, 3, 2).reshape(spec.weight_shape)
-    return _unpad(spec, grad_padded.reshape(spec.batch, spec.in_channels, *grad_padded.shape[3:])), gw
+    g, cg = spec.groups, spec.in_channels // spec.groups
+    xp = _grouped(_pad(spec, x), g)  # (N, G, C_in/G, *padded)
+    windows = _windows(spec, xp, spec.output_size)
+    grad_padded = np.zeros(xp.shape)
+    grad_windows = _windows(spec, grad_padded, spec.output_size)
+    gyg = _grouped(gy, g)
+    w_rows = _tap_major(w, g)  # (G, C_out/G, taps * C_in/G)
+    gw = np.zeros(w_rows.shape)
+    for items, rows in _blocks(spec, cg, spec.output_size):
+        columns = _gather(windows[items, :, :, rows], spec.dims)
+        gy_rows = _rows(gyg[items, :, :, rows])
+        gw += gy_rows @ _swap(columns)
+        np.matmul(_swap(w_rows), gy_rows, out=columns)  # the columns are spent: reuse them
+        _scatter(columns, grad_windows[items, :, :, rows], spec.dims)
+    gx = _unpad(spec, grad_padded.reshape(spec.batch, spec.in_channels, *xp.shape[3:]))
+    return gx, _from_tap_major(gw, spec.weight_shape)
 
 
 def _transposed_grads(spec: ConvSpec, x: np.ndarray, w: np.ndarray, gy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    g, og = spec.groups, spec.out_channels // spec.groups
+    g, og, cg = spec.groups, spec.out_channels // spec.groups, spec.in_channels // spec.groups
     # The output gradient placed back into the uncropped output (zeros where cropped away).
     full = _scratch.get("full", (spec.batch, g, og, *_transposed_extent(spec)), zero=True)
     full[(..., *_crop(spec))] = _grouped(gy, g)
-    xg = _flat(_grouped(x, g))  # (N, G, C_in/G, inputs)
-    wt = _transposed_rows(spec, w)  # (G, taps*C_out/G, C_in/G)
-    gx = np.zeros(xg.shape)
-    gw = np.zeros(wt.shape)
-    chunks = _chunks(spec, spec.input_size, og)
-    buffer = _buffer(spec, chunks, og, spec.input_size)
-    for chunk in chunks:
-        items, first, windows = chunk
-        block = slice(first * og, (first + len(windows)) * og)
-        cols, spatial = _columns(buffer, chunk, og, spec.input_size)
-        _gather(full[items], windows, spatial)
-        gx[items] += _swap(wt[:, block]) @ cols
-        gw[:, block] += (cols @ _swap(xg[items])).sum(axis=0)
-    gw = gw.reshape(g, -1, og, wt.shape[2]).transpose(0, 3, 2, 1).reshape(spec.weight_shape)
-    return gx.reshape(spec.input_shape), gw
+    windows = _windows(spec, full, spec.input_size)  # (N, G, C_out/G, *in, *kernel)
+    xg = _grouped(x, g)
+    w_rows = _tap_major(w, g)  # (G, C_in/G, taps * C_out/G)
+    gx = np.empty(xg.shape)
+    gw = np.zeros(w_rows.shape)
+    for items, rows in _blocks(spec, og, spec.input_size):
+        columns = _gather(windows[items, :, :, rows], spec.dims)
+        x_rows = _rows(xg[items, :, :, rows])
+        gw += x_rows @ _swap(columns)
+        products = np.matmul(w_rows, columns, out=_scratch.get("products", (g, cg, columns.shape[2])))
+        _unrows(products, gx[items, :, :, rows])
+    return gx.reshape(spec.input_shape), _from_tap_major(gw, spec.weight_shape)
 
 
 # ---------------------------------------------------------------------- inputs

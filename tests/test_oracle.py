@@ -4,12 +4,14 @@
 (b) exact rational arithmetic (fractions) on small problems;
 (c) PyTorch float64 (F.conv*d, F.conv_transpose*d, autograd, F.pad) on thousands
     of random problems of every kind, within 1e-13 of the magnitude;
-(d) the seed article's two worked examples.
+(d) the seed article's two worked examples;
+and (e) checks that the oracle's blocks and memory cap change nothing but speed.
 """
 
 from __future__ import annotations
 
 import math
+import tracemalloc
 from fractions import Fraction
 
 import numpy as np
@@ -232,3 +234,86 @@ def test_wrong_shapes_are_named():
     with pytest.raises(ValueError, match=r"x has shape \(1, 2, 4, 3\)"):
         oracle.forward(spec, np.ones((1, 2, 4, 3)), np.ones((1, 2, 1, 1)))
     assert math.prod(spec.output_shape) == 12
+
+
+# ------------------------------------------------ (e) blocks, threads, memory
+
+# Problems whose im2col columns are several times the tensors, so the oracle cuts
+# them into blocks of batch items and of rows; the literal reference has no blocks.
+BLOCKED = [
+    ConvSpec(batch=2, in_channels=1, out_channels=4, input_size=(9, 9), kernel_size=(5, 5), padding=1),
+    ConvSpec(batch=3, in_channels=2, out_channels=4, input_size=(7, 6), kernel_size=(3, 4), stride=(2, 1),
+             dilation=(1, 2), padding=((2, 1), (3, 0)), groups=2, padding_mode="circular"),
+    ConvSpec(batch=2, in_channels=1, out_channels=2, input_size=(5, 4, 4), kernel_size=(3, 3, 2), padding=1,
+             padding_mode="reflect"),
+    ConvSpec(batch=2, in_channels=2, out_channels=3, input_size=(6, 5), kernel_size=(4, 3), stride=(2, 3),
+             padding=1, output_padding=(1, 2), transposed=True),
+    ConvSpec(batch=3, in_channels=2, out_channels=4, input_size=(7,), kernel_size=(5,), dilation=2, groups=2,
+             transposed=True),
+    ConvSpec(batch=1, in_channels=1, out_channels=4, input_size=(6, 6), kernel_size=(5, 5), stride=(1, 2),
+             padding=((1, 3), (0, 2)), transposed=True),
+]  # fmt: skip
+
+
+def _block_count(spec: ConvSpec) -> tuple[int, int]:
+    """How many blocks, and how many distinct row ranges, the oracle cuts ``spec`` into."""
+    g = spec.groups
+    if spec.transposed:
+        blocks = oracle._blocks(spec, spec.out_channels // g, spec.input_size)
+    else:
+        blocks = oracle._blocks(spec, spec.in_channels // g, spec.output_size)
+    return len(blocks), len({(rows.start, rows.stop) for _, rows in blocks})
+
+
+def test_the_blocked_problems_cut_rows_and_group_batch_items():
+    assert any(_block_count(spec)[1] > 1 for spec in BLOCKED)  # rows of one item in several blocks
+    assert any(_block_count(spec)[0] < spec.batch for spec in BLOCKED)  # several items in one block
+
+
+@pytest.mark.parametrize("spec", BLOCKED, ids=str)
+def test_problems_cut_into_blocks_agree_with_the_literal_reference(spec):
+    spec.validate()
+    assert _block_count(spec)[0] > 1, f"{spec} is not cut into blocks"
+    x, w, b, gy = _data(spec, 7)
+    scale = oracle.magnitude(spec, x, w, b)
+    _assert_close(oracle.forward(spec, x, w, b), _as_float(literal.forward(spec, x, w, b)), scale, 1e-14, "y", spec)
+    got, want = oracle.backward(spec, x, w, gy), literal.backward(spec, x, w, gy)
+    for name, g, lit, m in zip(("grad_input", "grad_weight", "grad_bias"), got, want,
+                               oracle.backward_magnitude(spec, x, w, gy)):  # fmt: skip
+        _assert_close(g, _as_float(lit), m, 1e-14, name, spec)
+
+
+MEMORY = [
+    ("forward", ConvSpec(batch=4, in_channels=32, out_channels=32, input_size=(28, 24), kernel_size=(3, 3),
+                         padding=1, bias=False)),
+    ("forward", ConvSpec(batch=2, in_channels=16, out_channels=24, input_size=(9, 10, 8), kernel_size=(3, 3, 3),
+                         padding=1, bias=False)),
+    ("forward", ConvSpec(batch=4, in_channels=32, out_channels=16, input_size=(14, 12), kernel_size=(4, 4),
+                         stride=2, padding=1, transposed=True, bias=False)),
+    ("backward", ConvSpec(batch=4, in_channels=32, out_channels=32, input_size=(20, 18), kernel_size=(3, 3),
+                          padding=1, bias=False)),
+    ("backward", ConvSpec(batch=2, in_channels=16, out_channels=8, input_size=(14, 12), kernel_size=(4, 3),
+                          stride=(2, 1), padding=1, transposed=True, bias=False)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("operation", "spec"), MEMORY, ids=lambda v: str(v))
+def test_peak_extra_memory_stays_within_three_times_the_tensors(operation, spec):
+    # im2col columns of a whole problem would be taps times the input; blocks keep
+    # the oracle's buffers (results included) within 3x input + weight + output.
+    x, w, _, gy = _data(spec, 1)
+    tensors = x.nbytes + w.nbytes + gy.nbytes
+    if operation == "backward":
+        tensors += x.nbytes + w.nbytes  # the gradients are outputs too
+    oracle._scratch.clear()  # a cold call: its buffers count
+    tracemalloc.start()
+    try:
+        base, _ = tracemalloc.get_traced_memory()
+        if operation == "forward":
+            oracle.forward(spec, x, w)
+        else:
+            oracle.backward(spec, x, w, gy)
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert peak <= 3 * tensors, f"peak extra memory {peak / tensors:.2f}x the tensors [{spec}]"
