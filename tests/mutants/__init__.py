@@ -23,6 +23,7 @@ from .channels import (
     GroupsReadGroupZero,
     InputChannelTailDropped,
 )
+from .fastpath import Float16WinogradTransform, Float32FFTConvolution
 from .geometry import (
     CeilOutputSize,
     DepthwiseIgnoresDilation,
@@ -44,7 +45,7 @@ from .transposed import TransposedGroupWeightsMisread, TransposedOutputPaddingLe
 from .validation import OutputPaddingUnchecked
 
 #: Every mutant, grouped as the bug classes are: padding, geometry, channels and groups, layouts,
-#: transposed, backward, precision, validation.
+#: transposed, backward, precision (fast-path algorithms among them), validation.
 MUTANTS: tuple[type[Mutant], ...] = (
     ReflectAsEdge,
     ReflectAsSymmetric,
@@ -73,6 +74,8 @@ MUTANTS: tuple[type[Mutant], ...] = (
     UndeclaredTF32,
     Float32OutputThroughBFloat16,
     NaNFlushedToZero,
+    Float32FFTConvolution,
+    Float16WinogradTransform,
     OutputPaddingUnchecked,
 )
 
