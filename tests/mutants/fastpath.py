@@ -98,13 +98,14 @@ class Float32FFTConvolution(Mutant):
     FFT-based convolutions such as ``scipy.signal.fftconvolve`` behind a direct-
     convolution API; oneDNN has no FFT path.  Bug class: FFT convolution error is
     normwise, so outputs whose own products are small carry the error of the
-    largest ones: pytorch/pytorch#62163-style reports of cuDNN FFT results
-    differing from the direct algorithm far beyond float32 rounding (the reason
-    cuDNN marks FFT as non-deterministic in accuracy and frameworks exclude it
-    under strict-precision flags), and scipy/scipy#5766 ("fftconvolve gives
-    inaccurate results for small values").  Only stride 1, dilation 1, one group,
-    1-D and 2-D, some kernel axis >= ``FFT_MIN_KERNEL``, more than one output
-    position; elsewhere PyTorch's.
+    largest ones: gpu-mode/reference-kernels#164 (cuDNN picks FFT for a large
+    kernel, and its float32 error "scales with the *global* output magnitude ...
+    not each element's local value", 10x over a 1e-3 gate at near-zero outputs),
+    pytorch/pytorch#52983 (FFT convolution errors of 1e-2..1e-3 against 1e-4..1e-5
+    for GEMM; non-negative inputs giving negative outputs), uxlfoundation/oneDNN#1221
+    (exact results only from direct or GEMM algorithms, "not fft or wino").  Only
+    stride 1, dilation 1, one group, 1-D and 2-D, some kernel axis >=
+    ``FFT_MIN_KERNEL``, more than one output position; elsewhere PyTorch's.
     """
 
     name = "mutant-float32-fft-convolution"
@@ -196,13 +197,14 @@ class Float16WinogradTransform(Mutant):
     (``NEWinogradConvolutionLayer`` / ``CLWinogradConvolutionLayer`` in F16, which
     oneDNN's AArch64 build calls) and cuDNN's ``WINOGRAD_NONFUSED`` in half precision.
     Bug class: Winograd transforms amplify rounding (the transform matrices mix a
-    whole tile, and their entries reach 2.25 in the filter transform), so float16
-    tiles lose several bits against the direct sum: ARM-software/ComputeLibrary#
-    the "fp16 winograd accuracy" reports, apache/tvm's winograd fp16 accuracy
-    issues (``conv2d_winograd`` with float16 disabled for large tiles for that
-    reason), and oneDNN's documentation that its Winograd algorithm "may have
-    lower accuracy".  Only 3x3, stride 1, dilation 1, one group, 2-D float16;
-    elsewhere PyTorch's.
+    whole tile, with entries up to 8 and 1/24), so float16 tiles lose several bits
+    against the direct sum: ARM-software/ComputeLibrary#1154
+    ("NEWinogradConvolutionLayer - accuracy issue with FP16", found through oneDNN's
+    ACL integration, gone with Winograd disabled), ROCm/AMDMIGraphX#508 (fp16
+    convolutions pass once MIOpen's Winograd is disabled), ROCm/rocm-libraries#3508
+    (gfx12 FP16 Conv2D "significantly reduced accuracy when using Winograd kernels"),
+    openvinotoolkit/openvino#21623 (GPU docs: disable Winograd for accuracy).  Only
+    3x3, stride 1, dilation 1, one group, 2-D float16; elsewhere PyTorch's.
     """
 
     name = "mutant-float16-winograd-transform"
