@@ -36,10 +36,13 @@ from hypothesis import strategies as st
 
 from conformance.geometry import _axis_cost, _same_pads, form_cost, only
 
-#: Regimes, simplest (the free draw) first.  ``fast`` twice: see the module docstring for why
-#: the fast-path shapes need about half of all draws to be caught in the ci budget.
+#: Regimes, simplest (the free draw) first, as weights: free 2/5, fast 2/5, layer 1/5.  A cell's ci
+#: budget is 15 examples, so a bug living only in a fast path (caught by, say, 3 of 4 of its draws)
+#: needs about a fifth of them in its one kernel shape; the free draw keeps the rest for the bugs that
+#: need unequal axes, dilation or groups (see the README for the measured trade-off).
 REGIMES: tuple[str, ...] = ("free", "fast", "free", "fast", "layer")
-#: Kernels of the fast regime, the same on every axis; 1 first (shrinks there), 3 twice (Winograd's).
+#: Kernels of the fast regime, the same on every axis; 3 twice (Winograd's); 1x1 (GEMM) is the
+#: free regime's pointwise draw and the layers'.
 FAST_KERNELS: tuple[int, ...] = (3, 5, 3, 7)
 #: The fast regime's large kernel is at least this where the budget allows: FFT convolution wins from here.
 LARGE_KERNEL = 9
