@@ -41,6 +41,9 @@ TRANSPOSED_PADDING_FORMS: tuple[str, ...] = ("none", "symmetric", "asymmetric")
 GROUP_KINDS: tuple[str, ...] = ("one", "depthwise", "depthwise_multiplier", "other")
 #: Scales beyond ``max_scale`` that recipes also draw: wide exponent spreads (see data_recipes).
 WIDE_SCALES: tuple[int, ...] = (8, 10, 12, 14, 16, 20)
+#: The arguments of :func:`conv_cases` that draw the fast-path regimes and the data that exposes
+#: normwise-accurate fast algorithms (measured in the README; off by default, see conformance.regimes).
+FAST_PATHS: dict[str, Any] = {"regimes": REGIMES, "wide_scales": WIDE_SCALES, "weigh_first_less": True}
 #: Sparsities a recipe is drawn from, simplest (dense) first.
 SPARSITIES: tuple[float, ...] = (0.0, 0.5, 0.9)
 
@@ -103,7 +106,7 @@ def conv_specs(
     max_dilation: int = 3,
     max_pad: int = 3,
     bias: bool | None = None,
-    regimes: Sequence[str] = REGIMES,
+    regimes: Sequence[str] = ("free",),
     simd_channels: Sequence[int] = SIMD_EDGE_CHANNELS,
 ) -> st.SearchStrategy[ConvSpec]:
     """Valid :class:`ConvSpec` problems whose ``macs`` never exceed ``max_macs``.
@@ -131,8 +134,9 @@ def conv_specs(
     Each input size is drawn upwards from its smallest valid value (the dilated
     kernel covering the whole padded input, or the reflect/circular limit).
 
-    ``regimes`` (see :mod:`conformance.regimes`; drawn with the weights of
-    :data:`~conformance.regimes.REGIMES`): "free" draws every per-axis value on
+    ``regimes`` (see :mod:`conformance.regimes`; pass
+    :data:`~conformance.regimes.REGIMES` for the fast-path weights; the default,
+    "free" alone, draws exactly what this strategy always drew): "free" draws every per-axis value on
     its own (kernels up to 5, or ``max_kernel`` if smaller); "fast" draws
     groups 1, stride 1, dilation 1 and one kernel for every axis (3, 5, 7, or
     the largest from 9 up to ``max_kernel`` that fits: the shapes backends
@@ -268,7 +272,8 @@ def conv_specs(
 
     @st.composite
     def specs(draw: st.DrawFn) -> ConvSpec:
-        regime = draw(st.sampled_from(regimes))
+        # No draw when there is nothing to choose: the free regime alone draws exactly what it always drew.
+        regime = draw(st.sampled_from(regimes)) if len(regimes) > 1 else regimes[0]
         ndim = draw(st.sampled_from(dims))
         is_transposed = draw(st.booleans()) if can_forward and can_transpose else can_transpose
         form = draw(st.sampled_from(tuple(transposed_forms if is_transposed else forward_forms)))
@@ -351,19 +356,21 @@ def data_recipes(
     sparsities: Sequence[float] = SPARSITIES,
     min_scale: int = 0,
     max_scale: int = 5,
-    wide_scales: Sequence[int] = WIDE_SCALES,
+    wide_scales: Sequence[int] = (),
+    weigh_first_less: bool = False,
     max_seed: int = 2**32 - 1,
 ) -> st.SearchStrategy[DataRecipe]:
     """:class:`DataRecipe` values; shrinks towards the first distribution
     (``"ones"``), the first sparsity (dense), ``min_scale`` and seed 0.
 
-    The first distribution is drawn half as often as each of the others: all-ones
+    With ``weigh_first_less`` the first distribution is drawn half as often as each of the others: all-ones
     data sees only bugs that change how many terms a sum has (a flipped kernel,
     a fast algorithm's rounding and most channel mix-ups agree with the
     reference on it), and it stays the shrink target all the same.
 
     The scale is drawn from ``[min_scale, max_scale]`` and the ``wide_scales``
-    beyond it alike.  ``max_scale`` 5 keeps real data within ``[2**-5, 2**6]``; the wide
+    beyond it alike (:data:`WIDE_SCALES` is the fast-path set; none by default).
+    ``max_scale`` 5 keeps real data within ``[2**-5, 2**6]``; the wide
     scales spread real data's exponents over ``[-scale, scale]`` (before the
     dtype-aware caps of :mod:`conformance.data` apply), so that some output
     elements sum only small products while others sum large ones: where a
@@ -389,13 +396,15 @@ def data_recipes(
     # Only those beyond the range: a wide scale inside it would just weigh that scale twice.
     wide = tuple(v for v in wide_scales if v > max_scale)
     _check_int("max_seed", max_seed, 0)
+    weighted = (distributions[0], *distributions[1:] * 2) if weigh_first_less else distributions
     return st.builds(
         DataRecipe,
-        distribution=st.sampled_from((distributions[0], *distributions[1:] * 2)),  # see the docstring
+        distribution=st.sampled_from(weighted),
         sparsity=st.sampled_from(tuple(float(v) for v in sparsities)),
         seed=st.integers(0, max_seed),
-        # One sampled_from: shrinks to min_scale, whichever scale came out.
-        scale=st.sampled_from((*range(min_scale, max_scale + 1), *wide)),
+        # One sampled_from: shrinks to min_scale, whichever scale came out.  Without wide scales, the
+        # integers draw recipes always made (so the default draws what it always drew).
+        scale=st.sampled_from((*range(min_scale, max_scale + 1), *wide)) if wide else st.integers(min_scale, max_scale),
     )
 
 
@@ -405,18 +414,23 @@ def conv_cases(
     sparsities: Sequence[float] = SPARSITIES,
     min_scale: int = 0,
     max_scale: int = 5,
-    wide_scales: Sequence[int] = WIDE_SCALES,
+    wide_scales: Sequence[int] = (),
+    weigh_first_less: bool = False,
     **spec_kwargs: Any,
 ) -> st.SearchStrategy[tuple[ConvSpec, DataRecipe]]:
-    """``(spec, recipe)`` pairs: :func:`conv_specs` (given ``spec_kwargs``) and :func:`data_recipes`."""
+    """``(spec, recipe)`` pairs: :func:`conv_specs` (given ``spec_kwargs``) and :func:`data_recipes`.
+
+    ``**FAST_PATHS`` turns on the fast-path regimes, the wide exponent spreads and the lighter
+    weight of all-ones data together (see :data:`FAST_PATHS`)."""
     recipes = data_recipes(
         distributions=distributions, sparsities=sparsities, min_scale=min_scale, max_scale=max_scale,
-        wide_scales=wide_scales,
+        wide_scales=wide_scales, weigh_first_less=weigh_first_less,
     )  # fmt: skip
     return st.tuples(conv_specs(**spec_kwargs), recipes)
 
 
 __all__ = [
+    "FAST_PATHS",
     "GROUP_KINDS",
     "SPARSITIES",
     "TRANSPOSED_PADDING_FORMS",
