@@ -1,10 +1,11 @@
 """How often the strategies draw the shapes real backends give fast paths (a measurement, not a test).
 
-    python benchmarks/fastpath_shares.py [--examples 2000] [--budget 20000]
+    python benchmarks/fastpath_shares.py [--examples 2000] [--budget 20000] [--default]
 
 Per dimensionality, one derandomized run of ``conv_cases`` (every chapter's
 draw: forward and transposed, every padding form, the finite distributions) at
-the ci profile's MAC budget, and the share of drawn problems in each regime a
+the ci profile's MAC budget, with ``FAST_PATHS`` on (``--default``: the default
+draw, what the ci cells use today), and the share of drawn problems in each regime a
 backend may switch algorithm on.  The catch rates of the mutants that live in
 those regimes come from ``python -m tests.mutants.measure --seeds 10``.
 """
@@ -21,7 +22,7 @@ from conformance.cells import FINITE_DISTRIBUTIONS
 from conformance.data import DataRecipe
 from conformance.regimes import SIMD_EDGE_CHANNELS
 from conformance.spec import ConvSpec
-from conformance.strategies import conv_cases
+from conformance.strategies import FAST_PATHS, conv_cases
 
 _SIMD = set(SIMD_EDGE_CHANNELS)
 
@@ -51,13 +52,14 @@ REGIMES: dict[str, Callable[[ConvSpec, DataRecipe], bool]] = {
 }
 
 
-def shares(dims: int, examples: int, budget: int) -> dict[str, float]:
+def shares(dims: int, examples: int, budget: int, fast_paths: bool = True) -> dict[str, float]:
     seen: list[tuple[ConvSpec, DataRecipe]] = []
+    extra = FAST_PATHS if fast_paths else {}
 
     @settings(
         max_examples=examples, derandomize=True, database=None, deadline=None, suppress_health_check=list(HealthCheck)
     )
-    @given(conv_cases(dims=(dims,), max_macs=budget, distributions=FINITE_DISTRIBUTIONS))
+    @given(conv_cases(dims=(dims,), max_macs=budget, distributions=FINITE_DISTRIBUTIONS, **extra))
     def collect(case: tuple[ConvSpec, DataRecipe]) -> None:
         seen.append(case)
 
@@ -69,9 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--examples", type=int, default=2000, help="draws per dimensionality (default 2000)")
     parser.add_argument("--budget", type=int, default=20_000, help="MACs per case (default 20000, the ci cells')")
+    parser.add_argument("--default", action="store_true", help="the default draw instead of FAST_PATHS")
     args = parser.parse_args(argv)
-    table = {dims: shares(dims, args.examples, args.budget) for dims in (1, 2, 3)}
-    print(f"| regime ({args.examples} draws per dimensionality, {args.budget} MACs) | 1-D | 2-D | 3-D |")
+    table = {dims: shares(dims, args.examples, args.budget, not args.default) for dims in (1, 2, 3)}
+    which = "default draw" if args.default else "FAST_PATHS"
+    print(f"| regime ({which}, {args.examples} draws per dimensionality, {args.budget} MACs) | 1-D | 2-D | 3-D |")
     print("|---|---:|---:|---:|")
     for name in REGIMES:
         print(f"| {name} | " + " | ".join(f"{100 * table[d][name]:.1f}%" for d in (1, 2, 3)) + " |")
