@@ -65,6 +65,9 @@ _CANCELLATION_NOISE = 0.25
 # A tensor that needs sparsity gets half the density the budget allows, so that
 # the binomial count of nonzero terms overshoots the budget only in far tails.
 _DENSITY_MARGIN = 0.5
+# From this scale on, real and cancellation data also have loud and quiet regions: x's exponents fall
+# along a random monotone ramp over its spatial positions, by up to the scale (see _envelope).
+ENVELOPE_FROM_SCALE = 8
 # Separate Generator streams per tensor: changing one tensor's shape leaves the
 # others' values alone, and grad_output never repeats x.
 _STREAMS = {"x": 0, "w": 1, "b": 2, "grad_output": 3}
@@ -296,6 +299,8 @@ def _tensor(spec: ConvSpec, recipe: DataRecipe, plan: _Plan, name: str, shape: t
         values = _cancellation(rng, size, top, alternate=name != "x")
     else:
         values = _spread(rng, size, plan.low[name], top)
+    if name == "x" and kind in ("real", "cancellation") and recipe.scale >= ENVELOPE_FROM_SCALE:
+        values = _envelope(rng, values, shape, recipe.scale, plan.low[name])
     if name != "b":
         keep = plan.density[name]
         if name in ("x", "grad_output") and recipe.sparsity:
@@ -342,6 +347,34 @@ def _spread(rng: np.random.Generator, size: int, low: int, top: float) -> np.nda
     high = max(round(math.log2(top)) - 1, low)
     signs = rng.integers(0, 2, size=size) * 2.0 - 1.0
     return signs * np.ldexp(rng.uniform(1.0, 2.0, size=size), rng.integers(low, high, size=size, endpoint=True))
+
+
+def _envelope(rng: np.random.Generator, values: np.ndarray, shape: tuple[int, ...], span: int, low: int) -> np.ndarray:
+    """``values`` (x, flat) scaled down by ``2**-e`` with ``e`` rising along a random monotone ramp
+    over the spatial positions (shared by every batch element and channel), up to ``span``.
+
+    Real signals have loud and quiet regions.  An output element whose window lies in a quiet
+    one sums only small products, so its componentwise bound is small, while a normwise-accurate
+    algorithm (FFT, Winograd) spreads the rounding error of the loud region over every element:
+    this is the data that tells the two apart.  No value drops below ``2**low`` (the plan's floor
+    keeps every product normal), and none grows.
+    """
+    spatial = shape[2:]
+    if not spatial or values.size == 0:
+        return values
+    ramp = np.zeros(spatial)
+    for axis, n in enumerate(spatial):
+        # A random monotone profile per axis, rising or falling.
+        profile = np.sort(rng.random(n))
+        if rng.integers(0, 2):
+            profile = profile[::-1]
+        ramp = ramp + profile.reshape([n if a == axis else 1 for a in range(len(spatial))])
+    drop = np.rint(span * ramp / len(spatial))
+    magnitude = np.abs(values).reshape(shape)
+    with np.errstate(divide="ignore"):
+        room = np.floor(np.log2(np.where(magnitude > 0, magnitude, 1.0))) - low
+    scaled = values.reshape(shape) * np.exp2(-np.clip(drop, 0, np.maximum(room, 0)))
+    return scaled.reshape(-1)
 
 
 def _cancellation(rng: np.random.Generator, size: int, top: float, *, alternate: bool) -> np.ndarray:

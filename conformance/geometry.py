@@ -172,13 +172,16 @@ def _draw_axis(
     limits: dict[str, int],
     pointwise: bool,
     shows_form: bool,
+    want: tuple[int, int, int] | None = None,
 ) -> dict[str, Any]:
     """Kernel, stride, dilation, padding and output_padding of one axis.
 
     Each is capped so that the axis's cost in the smallest problem stays within
     ``room``, which keeps every later draw non-empty.  ``shows_form``: this
     axis's pads must make a padded form what it says (``room`` then holds
-    :func:`form_cost` at least).
+    :func:`form_cost` at least).  ``want``: the ``(kernel, stride, dilation)``
+    a regime asks for (see :func:`draw_geometry`); each is drawn as a one-value
+    draw, moved into its valid range where the form or the room needs that.
     """
 
     def cost(k: int, s: int, d: int, pads: tuple[int, int]) -> int:
@@ -191,18 +194,22 @@ def _draw_axis(
 
     low_k = _kernel_floor(form, transposed, limits["max_dilation"]) if shows_form else 1
     top_k = _largest_run(low_k, limits["max_kernel"], lambda k: cost(k, 1, 1, cheapest(k, 1)) <= room)
-    if shows_form and transposed and form == "symmetric" and low_k == 2:
+    if want is not None:
+        # A one-value draw records the value itself, so a shrink that drops the regime replays it.
+        k = draw(only(min(max(want[0], low_k), top_k)))
+    elif shows_form and transposed and form == "symmetric" and low_k == 2:
         # k=2 needs dilation >= 2 (see _kernel_floor), so it comes last: a shrinking kernel stops at 3,
         # whose dilation is free, and never lands where the dilation and the draws after it must change.
         k = draw(st.sampled_from((*range(3, top_k + 1), 2)))
     else:
         k = draw(only(1) if pointwise else st.integers(low_k, top_k))
     # 'same' keeps the size only at stride 1, so the form is drawn first.
-    s = draw(mostly_first(1, 1 if form == "same" else limits["max_stride"]))
+    top_s = 1 if form == "same" else limits["max_stride"]
+    s = draw(only(min(want[1], top_s)) if want is not None else mostly_first(1, top_s))
     # A transposed k=2 crops at most d, and pads (1, 1) need 2 of it.
     low_d = 2 if shows_form and transposed and form == "symmetric" and k == 2 else 1
     top_d = _largest(low_d, limits["max_dilation"], lambda d: cost(k, s, d, cheapest(k, d)) <= room)
-    d = draw(mostly_first(low_d, top_d))
+    d = draw(only(min(max(want[2], low_d), top_d)) if want is not None else mostly_first(low_d, top_d))
     # A transposed convolution crops at most the kernel's extent, so that even
     # a single input position leaves an output of size >= 1.
     crop = d * (k - 1) if transposed else limits["max_pad"]
@@ -265,21 +272,33 @@ def _draw_uneven_pads(
 
 
 def draw_geometry(
-    draw: st.DrawFn, ndim: int, transposed: bool, form: str, mode: str, channels: int, limits: dict[str, int]
+    draw: st.DrawFn,
+    ndim: int,
+    transposed: bool,
+    form: str,
+    mode: str,
+    channels: int,
+    limits: dict[str, int],
+    *,
+    want: tuple[int, int, int] | None = None,
 ) -> dict[str, Any]:
     """Every axis's parameters, then the batch, then each input size, within the MAC budget.
 
     ``room`` is what the budget leaves for the product of the axes' costs in
     the smallest problem (kernel taps times the fewest output positions).
-    ``channels`` must leave room for :func:`form_cost`.  Returns the
-    geometry's :class:`ConvSpec` fields.
+    ``channels`` must leave room for :func:`form_cost`.  ``want``: the
+    ``(kernel, stride, dilation)`` of every axis, as a fast-path regime or a
+    real layer asks (each still moved into range where the form or the budget
+    needs it).  Returns the geometry's :class:`ConvSpec` fields.
     """
     budget = limits["max_macs"]
     room = budget // channels
     # Unpadded pointwise (1x1) kernels a third of the time: they are common in real networks, and
     # backends give them a fast path of their own (a plain GEMM) that must still honour the stride.
     # (Padded forms keep every kernel size: a 1x1 kernel makes 'same' padding vanish.)
+    # Drawn in every regime, so that each regime makes the same draws (see only).
     pointwise = draw(st.sampled_from((False, False, True))) if form in ("none", "valid") else bool(draw(only(0)))
+    pointwise = pointwise and want is None
     reserve = form_cost(form, mode, transposed, limits)
     assert reserve is not None, "conv_specs draws only the forms its limits leave room for"
     # The last axis shows a padded form unless an earlier one already does.  Each axis shrinks to
@@ -290,7 +309,9 @@ def draw_geometry(
     for index in range(ndim):
         last = index == ndim - 1
         axis_room = room if shown or last else room // reserve
-        axis = _draw_axis(draw, axis_room, transposed, form, mode, limits, pointwise, shows_form=last and not shown)
+        axis = _draw_axis(
+            draw, axis_room, transposed, form, mode, limits, pointwise, shows_form=last and not shown, want=want
+        )
         before, after = axis["pads"]
         shown = shown or (before != after if form == "asymmetric" else before > 0)
         room //= axis["k"] * axis["smallest"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 from conformance.invalid_strategies import INVALID_RULES, invalid_conv_specs
 from conformance.spec import PADDING_FORMS
 from conformance.valid_strategies import (
+    FAST_PATHS,
     GROUP_KINDS,
     SPARSITIES,
     TRANSPOSED_PADDING_FORMS,
@@ -21,6 +22,7 @@ from conformance.valid_strategies import (
 )
 
 __all__ = [
+    "FAST_PATHS",
     "GROUP_KINDS",
     "INVALID_RULES",
     "PADDING_FORMS",

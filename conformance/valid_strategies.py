@@ -23,15 +23,32 @@ from hypothesis.errors import InvalidArgument
 
 from conformance.data import DISTRIBUTIONS, MAX_SCALE, DataRecipe
 from conformance.geometry import draw_geometry, form_cost, only
+from conformance.regimes import (
+    LAYERS,
+    REGIMES,
+    SIMD_EDGE_CHANNELS,
+    draw_layer_channels,
+    fast_channels,
+    fast_kernels,
+    kernel_cost,
+    layer_channels,
+)
 from conformance.spec import DTYPES, LAYOUTS, PADDING_FORMS, PADDING_MODES, ConvSpec
 
 #: A transposed convolution takes explicit padding only.
 TRANSPOSED_PADDING_FORMS: tuple[str, ...] = ("none", "symmetric", "asymmetric")
 #: How channels are split into groups, simplest first.
 GROUP_KINDS: tuple[str, ...] = ("one", "depthwise", "depthwise_multiplier", "other")
+#: Scales beyond ``max_scale`` that recipes also draw: wide exponent spreads (see data_recipes).
+WIDE_SCALES: tuple[int, ...] = (8, 10, 12, 14, 16, 20)
+#: The arguments of :func:`conv_cases` that draw the fast-path regimes and the data that exposes
+#: normwise-accurate fast algorithms (measured in the README; off by default, see conformance.regimes).
+FAST_PATHS: dict[str, Any] = {"regimes": REGIMES, "wide_scales": WIDE_SCALES, "weigh_first_less": True}
 #: Sparsities a recipe is drawn from, simplest (dense) first.
 SPARSITIES: tuple[float, ...] = (0.0, 0.5, 0.9)
 
+# The free regime's largest kernel: larger ones come from the fast regime, where they are what an FFT path takes.
+_FREE_MAX_KERNEL = 5
 # Depthwise-multiplier channel multipliers: 2 and 3 cover even and odd.
 _MAX_MULTIPLIER = 3
 # The fewest channel MACs (groups * in/groups * out/groups) of each group kind.
@@ -84,11 +101,13 @@ def conv_specs(
     max_batch: int = 6,
     max_channels_per_group: int = 9,
     max_groups: int = 4,
-    max_kernel: int = 5,
+    max_kernel: int = 11,
     max_stride: int = 4,
     max_dilation: int = 3,
     max_pad: int = 3,
     bias: bool | None = None,
+    regimes: Sequence[str] = ("free",),
+    simd_channels: Sequence[int] = SIMD_EDGE_CHANNELS,
 ) -> st.SearchStrategy[ConvSpec]:
     """Valid :class:`ConvSpec` problems whose ``macs`` never exceed ``max_macs``.
 
@@ -115,7 +134,19 @@ def conv_specs(
     Each input size is drawn upwards from its smallest valid value (the dilated
     kernel covering the whole padded input, or the reflect/circular limit).
 
-    Shrinks towards: the first of ``dims``, forward, the first padding form and
+    ``regimes`` (see :mod:`conformance.regimes`; pass
+    :data:`~conformance.regimes.REGIMES` for the fast-path weights; the default,
+    "free" alone, draws exactly what this strategy always drew): "free" draws every per-axis value on
+    its own (kernels up to 5, or ``max_kernel`` if smaller); "fast" draws
+    groups 1, stride 1, dilation 1 and one kernel for every axis (3, 5, 7, or
+    the largest from 9 up to ``max_kernel`` that fits: the shapes backends
+    give Winograd and FFT paths), with channel counts from 1..4 and
+    ``simd_channels``; "layer" draws a scaled-down real network layer (1x1
+    GEMM-path layers among them).  ``simd_channels`` may exceed
+    ``max_channels_per_group`` (only the budget caps them); pass ``()`` to keep
+    every channel count within it.
+
+    Shrinks towards: the free regime, the first of ``dims``, forward, the first padding form and
     mode, groups 1 with one channel, kernel 1, stride 1, dilation 1, no
     padding (a padded form: pad 1 on the first axis only, after it 0 in the
     asymmetric form), batch 1, the smallest valid input, the first dtype, layout and
@@ -146,6 +177,12 @@ def conv_specs(
         ("max_pad", max_pad, 0),
     ):
         _check_int(name, value, low)
+    regimes = _check_choices("regimes", regimes, ("free", "fast", "layer"))
+    _check(
+        isinstance(simd_channels, (tuple, list)) and all(isinstance(c, int) and c >= 1 for c in simd_channels),
+        f"simd_channels={simd_channels!r}, but should be a tuple of channel counts >= 1",
+    )
+    simd_channels = tuple(simd_channels)
 
     if transposed is True:
         _check(
@@ -217,15 +254,50 @@ def conv_specs(
         for mode in form_modes
     }
 
+    # The free regime's kernels stay small; large ones are the fast regime's (see conformance.regimes).
+    free_limits = {**limits, "max_kernel": min(max_kernel, _FREE_MAX_KERNEL)}
+
+    def layers_for(ndim: int, is_transposed: bool, form: str, mode: str) -> tuple[Any, ...]:
+        """The real layers this problem's direction, group kinds and budget leave room for."""
+        return tuple(
+            layer
+            for layer in LAYERS
+            if layer.transposed == is_transposed
+            and layer.kind in kinds
+            and (layer.kind == "one" or max_groups >= 2)
+            and layer.kernel <= max_kernel
+            and kernel_cost(layer.kernel, ndim, form, mode, is_transposed, limits) * _KIND_FLOOR[layer.kind]
+            <= max_macs
+        )
+
     @st.composite
     def specs(draw: st.DrawFn) -> ConvSpec:
+        # No draw when there is nothing to choose: the free regime alone draws exactly what it always drew.
+        regime = draw(st.sampled_from(regimes)) if len(regimes) > 1 else regimes[0]
         ndim = draw(st.sampled_from(dims))
         is_transposed = draw(st.booleans()) if can_forward and can_transpose else can_transpose
         form = draw(st.sampled_from(tuple(transposed_forms if is_transposed else forward_forms)))
         # A transposed problem draws a placeholder instead of a mode: see only.
         mode = PADDING_MODES[draw(only(0))] if is_transposed else draw(st.sampled_from(forward_forms[form]))
-        groups, cin_g, cout_g = draw(channel_draws[is_transposed, form, mode])
-        geometry = draw_geometry(draw, ndim, is_transposed, form, mode, groups * cin_g * cout_g, limits)
+        layers = layers_for(ndim, is_transposed, form, mode) if regime == "layer" else ()
+        if regime == "fast" and "one" in kinds:
+            k = draw(st.sampled_from(fast_kernels(ndim, form, mode, is_transposed, limits)))
+            per_position = max_macs // kernel_cost(k, ndim, form, mode, is_transposed, limits)
+            groups, (cin_g, cout_g) = draw(only(1)), fast_channels(draw, per_position, simd_channels)
+            geometry = draw_geometry(draw, ndim, is_transposed, form, mode, cin_g * cout_g, limits, want=(k, 1, 1))
+        elif layers:
+            layer = draw(st.sampled_from(layers))
+            per_position = kernel_cost(layer.kernel, ndim, form, mode, is_transposed, limits)
+            groups, cin_g, cout_g = draw_layer_channels(
+                draw, layer_channels(layer, per_position, max_macs, max_groups)
+            )
+            geometry = draw_geometry(
+                draw, ndim, is_transposed, form, mode, groups * cin_g * cout_g, limits,
+                want=(layer.kernel, layer.stride, layer.dilation),
+            )  # fmt: skip
+        else:
+            groups, cin_g, cout_g = draw(channel_draws[is_transposed, form, mode])
+            geometry = draw_geometry(draw, ndim, is_transposed, form, mode, groups * cin_g * cout_g, free_limits)
         has_bias = draw(st.booleans()) if bias is None else bias
         return ConvSpec(
             in_channels=groups * cin_g,
@@ -287,13 +359,27 @@ def data_recipes(
     sparsities: Sequence[float] = SPARSITIES,
     min_scale: int = 0,
     max_scale: int = 5,
+    wide_scales: Sequence[int] = (),
+    weigh_first_less: bool = False,
     max_seed: int = 2**32 - 1,
 ) -> st.SearchStrategy[DataRecipe]:
     """:class:`DataRecipe` values; shrinks towards the first distribution
     (``"ones"``), the first sparsity (dense), ``min_scale`` and seed 0.
 
-    ``max_scale`` 5 keeps real data within ``[2**-5, 2**6]`` before the
-    dtype-aware caps of :mod:`conformance.data` apply.
+    With ``weigh_first_less`` the first distribution is drawn half as often as each of the others: all-ones
+    data sees only bugs that change how many terms a sum has (a flipped kernel,
+    a fast algorithm's rounding and most channel mix-ups agree with the
+    reference on it), and it stays the shrink target all the same.
+
+    The scale is drawn from ``[min_scale, max_scale]`` and the ``wide_scales``
+    beyond it alike (:data:`WIDE_SCALES` is the fast-path set; none by default).
+    ``max_scale`` 5 keeps real data within ``[2**-5, 2**6]``; the wide
+    scales spread real data's exponents over ``[-scale, scale]`` (before the
+    dtype-aware caps of :mod:`conformance.data` apply), so that some output
+    elements sum only small products while others sum large ones: where a
+    normwise-accurate algorithm (FFT, Winograd) spreads the error of the large
+    ones over every element, and a componentwise bound catches it.  For
+    integers a wide scale means the largest integers that the exact tier allows.
     """
     distributions = _check_choices("distributions", distributions, DISTRIBUTIONS)
     _check(
@@ -305,13 +391,23 @@ def data_recipes(
     _check_int("min_scale", min_scale, 0)
     _check_int("max_scale", max_scale, min_scale)
     _check(max_scale <= MAX_SCALE, f"max_scale={max_scale!r}, but should be <= {MAX_SCALE}")
+    _check(
+        isinstance(wide_scales, (tuple, list))
+        and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_SCALE for v in wide_scales),
+        f"wide_scales={wide_scales!r}, but should be ints in [0, {MAX_SCALE}]",
+    )
+    # Only those beyond the range: a wide scale inside it would just weigh that scale twice.
+    wide = tuple(v for v in wide_scales if v > max_scale)
     _check_int("max_seed", max_seed, 0)
+    weighted = (distributions[0], *distributions[1:] * 2) if weigh_first_less else distributions
     return st.builds(
         DataRecipe,
-        distribution=st.sampled_from(distributions),
+        distribution=st.sampled_from(weighted),
         sparsity=st.sampled_from(tuple(float(v) for v in sparsities)),
         seed=st.integers(0, max_seed),
-        scale=st.integers(min_scale, max_scale),
+        # One sampled_from: shrinks to min_scale, whichever scale came out.  Without wide scales, the
+        # integers draw recipes always made (so the default draws what it always drew).
+        scale=st.sampled_from((*range(min_scale, max_scale + 1), *wide)) if wide else st.integers(min_scale, max_scale),
     )
 
 
@@ -321,19 +417,27 @@ def conv_cases(
     sparsities: Sequence[float] = SPARSITIES,
     min_scale: int = 0,
     max_scale: int = 5,
+    wide_scales: Sequence[int] = (),
+    weigh_first_less: bool = False,
     **spec_kwargs: Any,
 ) -> st.SearchStrategy[tuple[ConvSpec, DataRecipe]]:
-    """``(spec, recipe)`` pairs: :func:`conv_specs` (given ``spec_kwargs``) and :func:`data_recipes`."""
+    """``(spec, recipe)`` pairs: :func:`conv_specs` (given ``spec_kwargs``) and :func:`data_recipes`.
+
+    ``**FAST_PATHS`` turns on the fast-path regimes, the wide exponent spreads and the lighter
+    weight of all-ones data together (see :data:`FAST_PATHS`)."""
     recipes = data_recipes(
-        distributions=distributions, sparsities=sparsities, min_scale=min_scale, max_scale=max_scale
-    )
+        distributions=distributions, sparsities=sparsities, min_scale=min_scale, max_scale=max_scale,
+        wide_scales=wide_scales, weigh_first_less=weigh_first_less,
+    )  # fmt: skip
     return st.tuples(conv_specs(**spec_kwargs), recipes)
 
 
 __all__ = [
+    "FAST_PATHS",
     "GROUP_KINDS",
     "SPARSITIES",
     "TRANSPOSED_PADDING_FORMS",
+    "WIDE_SCALES",
     "conv_cases",
     "conv_specs",
     "data_recipes",

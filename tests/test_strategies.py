@@ -19,8 +19,10 @@ from hypothesis.internal.conjecture.data import Status
 from adapters.base import Capabilities
 from conformance.cells import CHAPTERS, Cell, arithmetic_cells
 from conformance.data import DataRecipe
+from conformance.regimes import LAYERS, SIMD_EDGE_CHANNELS
 from conformance.spec import DTYPES, LAYOUTS, PADDING_MODES, RULES, ConvSpec, InvalidSpec
 from conformance.strategies import (
+    FAST_PATHS,
     INVALID_RULES,
     conv_cases,
     conv_specs,
@@ -394,6 +396,9 @@ def test_invalid_problems_respect_the_spec_arguments():
         (lambda: data_recipes(sparsities=(1.0,)), "sparsities"),
         (lambda: data_recipes(min_scale=3, max_scale=2), "max_scale"),
         (lambda: conv_cases(dims=(0,)), "dims"),
+        (lambda: conv_specs(regimes=("winograd",)), "regimes"),
+        (lambda: conv_specs(simd_channels=(0,)), "simd_channels"),
+        (lambda: data_recipes(wide_scales=(99,)), "wide_scales"),
     ],
 )
 def test_bad_arguments_fail_when_the_strategy_is_built(build, name):
@@ -411,3 +416,84 @@ def test_restrictions_are_respected():
         assert (spec.dims, spec.dtype, spec.padding_mode, spec.layout, spec.bias) == (
             2, "bfloat16", "circular", "channels_last", True), spec
         assert spec.groups > 1 and not isinstance(spec.padding, str), spec
+
+
+# ------------------------------------------------------------------ fast-path regimes
+
+CI_BUDGET = 20_000
+SIMD_EDGES = set(SIMD_EDGE_CHANNELS)
+
+
+def _plain(spec: ConvSpec) -> bool:
+    """Every axis stride 1 and dilation 1, one group: what Winograd, FFT and GEMM paths need."""
+    return all(s == 1 for s in spec.stride) and all(d == 1 for d in spec.dilation) and spec.groups == 1
+
+
+@pytest.mark.parametrize("form", ["none", "same", "symmetric"])
+def test_the_fast_regime_draws_plain_isotropic_problems(form):
+    cases, statuses = _run(conv_specs(regimes=("fast",), padding_forms=(form,), max_macs=CI_BUDGET), examples=200)
+    assert statuses["rejected"] == 0, dict(statuses)
+    for spec in cases:
+        spec.validate()
+        assert spec.macs <= CI_BUDGET and _plain(spec), spec
+        # One kernel on every axis (a transposed symmetric axis may need a larger one to crop its pads).
+        assert len(set(spec.kernel_size)) == 1 or spec.transposed, spec
+    kernels = collections.Counter(spec.kernel_size[0] for spec in cases if not spec.transposed)
+    assert {3, 5, 7} <= set(kernels) and max(kernels) >= 9, kernels
+    channels = {c for spec in cases for c in (spec.in_channels, spec.out_channels)}
+    assert channels & SIMD_EDGES and channels & {1, 2, 3, 4}, channels
+
+
+def test_the_layer_regime_draws_the_real_layers_scaled_to_the_budget():
+    cases, statuses = _run(conv_specs(regimes=("layer",), dims=(2,), max_macs=CI_BUDGET), examples=300)
+    assert statuses["rejected"] == 0, dict(statuses)
+    seen = set()
+    for spec in cases:
+        spec.validate()
+        assert spec.macs <= CI_BUDGET, spec
+        matches = [
+            layer.name for layer in LAYERS
+            if layer.transposed == spec.transposed and spec.kernel_size == (layer.kernel,) * 2
+            and spec.stride in ((layer.stride,) * 2, (1, 1))  # a 'same' problem keeps stride 1
+            and (spec.dilation == (layer.dilation,) * 2 or spec.transposed)  # a 2x2 crop of (1, 1) needs dilation 2
+            and (spec.groups == 1) == (layer.kind == "one")
+        ]  # fmt: skip
+        assert matches, spec
+        seen.update(matches)
+    assert len(seen) >= len(LAYERS) - 2, sorted(seen)
+
+
+def test_the_regimes_restricted_to_free_draw_as_before():
+    cases, _ = _run(conv_specs(simd_channels=()), examples=200)
+    # The free regime's kernels stay at most 5, and no fast-path channel count beyond max_channels_per_group.
+    assert all(max(spec.kernel_size) <= 5 for spec in cases)
+    assert all(spec.in_channels // spec.groups <= 9 and spec.out_channels // spec.groups <= 9 for spec in cases)
+
+
+def _shares(cases: list[tuple[ConvSpec, DataRecipe]]) -> dict[str, float]:
+    n = len(cases)
+
+    def share(hit: Callable[[ConvSpec, DataRecipe], bool]) -> float:
+        return sum(bool(hit(s, r)) for s, r in cases) / n
+
+    return {
+        "plain": share(lambda s, r: _plain(s)),
+        "3x3 plain": share(lambda s, r: _plain(s) and set(s.kernel_size) == {3}),
+        "large-kernel plain": share(lambda s, r: _plain(s) and max(s.kernel_size) >= 5),
+        "simd edge": share(lambda s, r: bool({s.in_channels // s.groups, s.out_channels // s.groups} & SIMD_EDGES)),
+        "wide spread": share(lambda s, r: r.tier == "real" and r.scale >= 8),
+    }
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_fast_path_regimes_are_a_good_share_of_the_ci_budget(dims):
+    # What issue 12 asks: a bug living only in a fast path must be reachable in a cell's 15 examples.
+    # Before the regimes: every axis stride 1, dilation 1 and groups 1 came up in 1 of 16 (1-D) to 1 of
+    # 256 (3-D) draws of the strategies' own independent per-axis draws, 3x3 of them almost never in 3-D.
+    cases, _ = _run(conv_cases(dims=(dims,), max_macs=CI_BUDGET, **FAST_PATHS), examples=400)
+    shares = _shares(cases)
+    assert shares["plain"] >= 0.4, shares
+    assert shares["3x3 plain"] >= 0.12, shares
+    assert shares["large-kernel plain"] >= 0.1, shares
+    assert shares["simd edge"] >= 0.3, shares
+    assert shares["wide spread"] >= 0.1, shares
