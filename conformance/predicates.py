@@ -189,7 +189,7 @@ def cell_facts(cell_id: str) -> dict[str, Any]:
             facts["dims"] = int(parts[1][:-1])
         facts["dtype"] = parts[2]
         key = {"invalid": "invalid_rule", "properties": "property"}.get(parts[0], "padding_form")
-        if parts[3] != "any":
+        if parts[3] not in ("any", "fastpath"):  # cells whose cases come in several padding forms
             facts[key] = parts[3]
     return facts
 

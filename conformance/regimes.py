@@ -8,9 +8,10 @@ lives in one of those paths shows only on its shapes, and drawing stride,
 dilation, kernel and groups independently per axis makes them rare (every axis
 stride 1, dilation 1 and groups 1 is 1 in 64 draws in 2-D).  So
 :func:`conformance.valid_strategies.conv_specs` can first draw a *regime*
-(``regimes=REGIMES``, or ``conv_cases(**FAST_PATHS)``; the default is the free
-regime alone, because with the 15 examples of a ci cell the fast regimes cost
-other bug classes their catch: see the README):
+(``regimes=REGIMES``, or ``conv_cases(**FAST_PATHS)``).  The suite's ``fastpath``
+cells (:mod:`conformance.cells`) draw the fast and layer regimes only; every other
+cell keeps the free regime alone, because sharing a ci cell's 15 examples between
+the regimes cost other bug classes their catch (measured in the README):
 
 ``free``
     every per-axis value drawn on its own, as before (kernels up to 5).

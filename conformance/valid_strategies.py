@@ -42,7 +42,7 @@ GROUP_KINDS: tuple[str, ...] = ("one", "depthwise", "depthwise_multiplier", "oth
 #: Scales beyond ``max_scale`` that recipes also draw: wide exponent spreads (see data_recipes).
 WIDE_SCALES: tuple[int, ...] = (8, 10, 12, 14, 16, 20)
 #: The arguments of :func:`conv_cases` that draw the fast-path regimes and the data that exposes
-#: normwise-accurate fast algorithms (measured in the README; off by default, see conformance.regimes).
+#: normwise-accurate fast algorithms (the suite's fastpath cells draw them; see conformance.regimes and the README).
 FAST_PATHS: dict[str, Any] = {"regimes": REGIMES, "wide_scales": WIDE_SCALES, "weigh_first_less": True}
 #: Sparsities a recipe is drawn from, simplest (dense) first.
 SPARSITIES: tuple[float, ...] = (0.0, 0.5, 0.9)

@@ -23,6 +23,7 @@ from .channels import (
     GroupsReadGroupZero,
     InputChannelTailDropped,
 )
+from .fastpath import Float16WinogradTransform, Float32FFTConvolution
 from .geometry import (
     CeilOutputSize,
     DepthwiseIgnoresDilation,
@@ -32,6 +33,7 @@ from .geometry import (
     StrideAxesSwapped,
 )
 from .layouts import ChannelsLastReadAsNCHW, StridedViewReadAsContiguous
+from .near_threshold import HalfPartialsAcrossChannelBlocks, TF32OnLongReductions
 from .padding import (
     CircularLosesWrapWhenAfterIsZero,
     PadsInAxisOrder,
@@ -44,8 +46,7 @@ from .transposed import TransposedGroupWeightsMisread, TransposedOutputPaddingLe
 from .validation import OutputPaddingUnchecked
 
 #: Every mutant, grouped as the bug classes are: padding, geometry, channels and groups, layouts,
-#: transposed, backward, precision, validation.  (The fast-path mutants of tests/mutants/fastpath.py are
-#: not in the catalog yet: the ci cells catch them only with the fast-path regimes on, see FAST_PATHS.)
+#: transposed, backward, precision (fast-path algorithms among them: caught in the fastpath cells), validation.
 MUTANTS: tuple[type[Mutant], ...] = (
     ReflectAsEdge,
     ReflectAsSymmetric,
@@ -74,8 +75,16 @@ MUTANTS: tuple[type[Mutant], ...] = (
     UndeclaredTF32,
     Float32OutputThroughBFloat16,
     NaNFlushedToZero,
+    Float32FFTConvolution,
+    Float16WinogradTransform,
     OutputPaddingUnchecked,
 )
+
+
+#: Near-threshold precision bugs (an error of a few times the bound, on some problems only): the ci budget is
+#: not expected to catch them; the meta-test asks the targeted search of the fuzz profile to, and
+#: ``benchmarks/targeting_bench.py`` measures the examples each search needs with and without targeting.
+TARGETED_MUTANTS: tuple[type[Mutant], ...] = (HalfPartialsAcrossChannelBlocks, TF32OnLongReductions)
 
 
 def adapter_ref(mutant: type[Mutant]) -> str:
@@ -83,4 +92,4 @@ def adapter_ref(mutant: type[Mutant]) -> str:
     return f"{mutant.__module__}:{mutant.__qualname__}"
 
 
-__all__ = ["MUTANTS", "Mutant", "Unmutated", "adapter_ref"]
+__all__ = ["MUTANTS", "TARGETED_MUTANTS", "Mutant", "Unmutated", "adapter_ref"]

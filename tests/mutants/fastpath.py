@@ -112,7 +112,7 @@ class Float32FFTConvolution(Mutant):
     BUG_CLASS = "float32 FFT convolution for large kernels (normwise error)"
     # 1-D only: on all-ones data an FFT result misses the exact integer only for some channel counts and
     # sizes (not monotonically), so a 2-D catch made with ones can stall shrinking at hundreds of MACs.
-    TARGET_CELLS = ("forward/1d/float32/none",)
+    TARGET_CELLS = ("forward/1d/float32/fastpath",)
     MIN_DETECTION = 0.9
 
     def forward(self, spec: ConvSpec, x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
@@ -209,7 +209,7 @@ class Float16WinogradTransform(Mutant):
 
     name = "mutant-float16-winograd-transform"
     BUG_CLASS = "float16 Winograd F(4x4,3x3) tiles (declared float32 accumulation)"
-    TARGET_CELLS = ("forward/2d/float16/none", "forward/2d/float16/same")
+    TARGET_CELLS = ("forward/2d/float16/fastpath",)
     MIN_DETECTION = 0.9
 
     def forward(self, spec: ConvSpec, x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:

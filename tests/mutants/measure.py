@@ -220,17 +220,19 @@ def _check_reference(cell_id: str, failure: dict[str, Any]) -> tuple[str, str]:
 
 
 def measure(mutant: type, adapter: str, *, seeds: int = 0, baseline: Any = None, identity: str | None = None,
-            with_reference: bool = True, cells: list[str] | None = None) -> MutantStats:  # fmt: skip
+            with_reference: bool = True, cells: list[str] | None = None, profile: str = PROFILE,
+            targeting: bool = False) -> MutantStats:  # fmt: skip
     """Run the ci profile on each of ``mutant.TARGET_CELLS`` and say how each was caught; with ``seeds``,
     also each cell's :func:`detection_rates` over that many seeded draws of the same budget.
 
     With a ``baseline`` (a :class:`~conformance.baseline.Baseline`) and an ``identity`` (the adapter name the
     mutant runs as, e.g. "torch"), that adapter's entries are in force: a case an entry explains is not a catch.
-    ``cells`` replaces the mutant's target cells.
+    ``cells`` replaces the mutant's target cells; ``profile`` the ci profile (with ``targeting``, each case
+    reports its error/bound to Hypothesis, as in the dev and fuzz profiles).
     """
     stats = MutantStats(mutant.name, adapter, mutant.BUG_CLASS)
-    stats.cells = _measure_cells(mutant, adapter, PROFILE, with_reference=with_reference, baseline=baseline,
-                                 identity=identity, cells=cells)  # fmt: skip
+    stats.cells = _measure_cells(mutant, adapter, profile, with_reference=with_reference, baseline=baseline,
+                                 identity=identity, cells=cells, targeting=targeting)  # fmt: skip
     if seeds:
         rates = detection_rates(mutant, adapter, seeds)
         for cell in stats.cells:
@@ -255,13 +257,14 @@ def _ensure_profiles() -> None:
 
 
 def _measure_cells(mutant: type, adapter: str, profile: str, *, with_reference: bool = True, baseline: Any = None,
-                   identity: str | None = None, cells: list[str] | None = None) -> list[CellStats]:  # fmt: skip
+                   identity: str | None = None, cells: list[str] | None = None,
+                   targeting: bool = False) -> list[CellStats]:  # fmt: skip
     from hypothesis import settings
 
     _ensure_profiles()
     previous = settings.get_current_profile_name()
     session = _WatchedSession([adapter], profile="ci", timeout=60.0, baseline=baseline,
-                              identities={adapter: identity} if identity else None)  # fmt: skip
+                              identities={adapter: identity} if identity else None, targeting=targeting)  # fmt: skip
     name = session.adapter_names[0]  # the declared name (or the identity): what the chapters key cells by
     settings.load_profile(profile)
     try:
@@ -295,6 +298,45 @@ def detection_rates(mutant: type, adapter: str, seeds: int) -> dict[str, float]:
     finally:
         hypothesis.core.global_force_seed = saved
     return {cell: n / seeds for cell, n in caught.items()}
+
+
+def search_profile(max_examples: int, *, targeted: bool, shrink: bool = False) -> str:
+    """A profile with the fuzz profile's settings, ``max_examples`` examples, seeded, no database; with or without
+    Hypothesis's target phase (and the shrink phase): its name."""
+    from hypothesis import Phase, settings
+
+    _ensure_profiles()
+    phases = (Phase.explicit, Phase.generate, *((Phase.target,) if targeted else ()),
+              *((Phase.shrink,) if shrink else ()))  # fmt: skip
+    name = f"conv-conformance-search-{max_examples}-{'targeted' if targeted else 'blind'}{'-shrink' if shrink else ''}"
+    settings.register_profile(name, parent=settings.get_profile("conv-conformance-fuzz"), database=None,
+                              max_examples=max_examples, derandomize=False, phases=phases)  # fmt: skip
+    return name
+
+
+def search_cost(mutant: type, adapter: str, *, seeds: int, max_examples: int, targeted: bool,
+                cells: list[str] | None = None) -> dict[str, list[int | None]]:  # fmt: skip
+    """Per target cell, the examples each of ``seeds`` seeded searches of ``max_examples`` examples ran until
+    its first failure (None: not caught), with the fuzz profile's phases, targeted or blind.
+
+    Both searches report every case's error/bound to Hypothesis (``conformance.session.aim``); only the
+    targeted one has ``Phase.target``, in which Hypothesis mutates the best-scoring cases to climb the score.
+    Hypothesis starts that phase after half the examples (under 1,000) or after 200 (from 1,000 on).
+    """
+    import hypothesis.core
+
+    profile = search_profile(max_examples, targeted=targeted)
+    chosen = cells if cells is not None else expand(mutant.TARGET_CELLS)
+    found: dict[str, list[int | None]] = {cell: [] for cell in chosen}
+    saved = hypothesis.core.global_force_seed
+    try:
+        for seed in range(seeds):
+            hypothesis.core.global_force_seed = seed
+            for cell in _measure_cells(mutant, adapter, profile, with_reference=False, cells=chosen, targeting=True):
+                found[cell.cell].append(cell.examples_to_failure)
+    finally:
+        hypothesis.core.global_force_seed = saved
+    return found
 
 
 def _measure_cell(session: _WatchedSession, adapter: str, cell_id: str, with_reference: bool) -> CellStats:
@@ -443,5 +485,5 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["REFERENCE", "CellStats", "MutantStats", "all_cell_ids", "detection_rates", "expand", "measure", "summary",
-           "table", "write_report"]  # fmt: skip
+__all__ = ["REFERENCE", "CellStats", "MutantStats", "all_cell_ids", "detection_rates", "expand", "measure",
+           "search_cost", "search_profile", "summary", "table", "write_report"]  # fmt: skip
