@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 def measure(workers: int, seconds: float, adapter: str, cells: list[str], chunk: int) -> dict[str, float]:
     from conformance.campaign import Campaign
+    from conformance.supervisor import thread_budget
     from tests.redis_server import redis_server
 
     with redis_server() as server, tempfile.TemporaryDirectory(prefix="campaign-bench-") as tmp:
@@ -39,7 +40,9 @@ def measure(workers: int, seconds: float, adapter: str, cells: list[str], chunk:
         for cell in cells:
             command += ["--cell", cell]
         started = time.monotonic()
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        # Several workers on one host share its cores, as `run -n N` workers do (conformance.supervisor.thread_budget):
+        # each sizing its backend's thread pool to the whole machine would oversubscribe it.
+        env = {**os.environ, **thread_budget(workers), "PYTHONPATH": str(ROOT)}
         out = subprocess.DEVNULL
         procs = [subprocess.Popen([*command, "--results", f"w{i}.json"], cwd=tmp, stdout=out, stderr=out, env=env)
                  for i in range(workers)]  # fmt: skip
