@@ -2,12 +2,12 @@
 
     python benchmarks/fastpath_shares.py [--examples 2000] [--budget 20000] [--default]
 
-Per dimensionality, one derandomized run of ``conv_cases`` (every chapter's
-draw: forward and transposed, every padding form, the finite distributions) at
-the ci profile's MAC budget, with ``FAST_PATHS`` on (``--default``: the default
-draw, what the ci cells use today), and the share of drawn problems in each regime a
-backend may switch algorithm on.  The catch rates of the mutants that live in
-those regimes come from ``python -m tests.mutants.measure --seeds 10``.
+Per dimensionality, one derandomized run of ``conv_cases`` at the ci profile's
+MAC budget (forward problems, the finite distributions) as the ``fastpath`` cells
+draw it (``conformance.cells``: the fast and layer regimes, the wide exponent
+spreads; ``--default``: every padding form in the free draw, as every other cell),
+and the share of drawn problems in each regime a backend may switch algorithm on.
+The catch rates of the mutants that live in those regimes come from ``python -m tests.mutants.measure --seeds 10``.
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ from collections.abc import Callable
 
 from hypothesis import HealthCheck, given, settings
 
-from conformance.cells import FINITE_DISTRIBUTIONS
+from conformance.cells import FAST_PATH_FORMS, FAST_PATH_REGIMES, FINITE_DISTRIBUTIONS
 from conformance.data import DataRecipe
 from conformance.regimes import SIMD_EDGE_CHANNELS
 from conformance.spec import ConvSpec
-from conformance.strategies import FAST_PATHS, conv_cases
+from conformance.strategies import conv_cases
+from conformance.valid_strategies import WIDE_SCALES
 
 _SIMD = set(SIMD_EDGE_CHANNELS)
 
@@ -54,12 +55,13 @@ REGIMES: dict[str, Callable[[ConvSpec, DataRecipe], bool]] = {
 
 def shares(dims: int, examples: int, budget: int, fast_paths: bool = True) -> dict[str, float]:
     seen: list[tuple[ConvSpec, DataRecipe]] = []
-    extra = FAST_PATHS if fast_paths else {}
+    extra = dict(regimes=FAST_PATH_REGIMES, wide_scales=WIDE_SCALES, weigh_first_less=True,
+                 padding_forms=FAST_PATH_FORMS[False], padding_modes=("zeros",)) if fast_paths else {}  # fmt: skip
 
     @settings(
         max_examples=examples, derandomize=True, database=None, deadline=None, suppress_health_check=list(HealthCheck)
     )
-    @given(conv_cases(dims=(dims,), max_macs=budget, distributions=FINITE_DISTRIBUTIONS, **extra))
+    @given(conv_cases(dims=(dims,), transposed=False, max_macs=budget, distributions=FINITE_DISTRIBUTIONS, **extra))
     def collect(case: tuple[ConvSpec, DataRecipe]) -> None:
         seen.append(case)
 
@@ -71,10 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--examples", type=int, default=2000, help="draws per dimensionality (default 2000)")
     parser.add_argument("--budget", type=int, default=20_000, help="MACs per case (default 20000, the ci cells')")
-    parser.add_argument("--default", action="store_true", help="the default draw instead of FAST_PATHS")
+    parser.add_argument("--default", action="store_true", help="every other cell's draw instead of the fastpath cells'")
     args = parser.parse_args(argv)
     table = {dims: shares(dims, args.examples, args.budget, not args.default) for dims in (1, 2, 3)}
-    which = "default draw" if args.default else "FAST_PATHS"
+    which = "other cells' draw" if args.default else "fastpath cells' draw"
     print(f"| regime ({which}, {args.examples} draws per dimensionality, {args.budget} MACs) | 1-D | 2-D | 3-D |")
     print("|---|---:|---:|---:|")
     for name in REGIMES:

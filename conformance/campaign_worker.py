@@ -41,6 +41,8 @@ from conformance.campaign import Campaign, CampaignUnreachable, cell_key, redis_
 from conformance.cells import Cell, arithmetic_cells
 from conformance.results import CellRecord
 from conformance.session import BAD, ConformanceFailure, ConformanceSession
+from conformance.suite.by_id import run_cell
+from conformance.supervisor import watch_supervisor
 
 #: What the supervisor runs: this module's :func:`main`, importing what the command would.
 CHILD = ("import json, sys; sys.path[:] = json.loads(sys.argv.pop(1)); from conformance.campaign_worker import main; "
@@ -71,28 +73,6 @@ def campaign_cells(session: ConformanceSession, patterns: list[str]) -> list[str
         supported += [Cell("invalid", d, "float32", rule).id for d in (1, 2, 3) if d in caps.dims for rule in RULES]
         keys += [cell_key(adapter, c) for c in supported if not patterns or any(fnmatchcase(c, p) for p in patterns)]
     return keys
-
-
-def run_cell(session: ConformanceSession, adapter: str, cell_id: str) -> None:
-    """Call the chapter's own test function for one cell, as pytest would when ``--cell`` selects it."""
-    from conformance.suite import test_backward, test_forward, test_invalid, test_special_values, test_transposed
-
-    chapter, dims_text, dtype, form = cell_id.split("/")
-    dims = int(dims_text.rstrip("d"))
-    tests = {
-        "forward": test_forward.test_forward,
-        "transposed": test_transposed.test_transposed,
-        "backward": test_backward.test_backward,
-        "transposed-backward": test_backward.test_transposed_backward,
-    }
-    if chapter in tests:
-        tests[chapter](session, adapter, Cell(chapter, dims, dtype, form))
-    elif chapter == "special":
-        test_special_values.test_special_values(session, adapter, dims, dtype)
-    elif chapter == "invalid":
-        test_invalid.test_invalid_problems_are_rejected(session, adapter, dims, form)
-    else:
-        raise ValueError(f"cell {cell_id!r}: no chapter {chapter!r}")
 
 
 class CampaignSession(ConformanceSession):
@@ -269,24 +249,6 @@ def chunk_record(before: CellRecord | None, after: CellRecord, seen_failures: se
 # ------------------------------------------------------------------ process
 
 
-def _watch_supervisor() -> None:
-    """If the supervisor dies, take this process group down (the lease then expires and another worker takes
-    the cell) rather than fuzz on with nobody to write the results."""
-    from conformance.supervisor import SUPERVISOR_ENV
-
-    supervisor = os.environ.get(SUPERVISOR_ENV, "")
-    if not supervisor.isdigit():
-        return
-
-    def watch() -> None:
-        while os.getppid() == int(supervisor):
-            time.sleep(0.5)
-        with contextlib.suppress(OSError):
-            os.killpg(os.getpgrp(), signal.SIGKILL)
-
-    threading.Thread(target=watch, daemon=True, name="supervisor-watchdog").start()
-
-
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
@@ -306,7 +268,7 @@ def main(argv: list[str]) -> int:
     shard_dir = Path(f"{results_path}.shards") / run_id
     # Made before any adapter loads: the supervisor then knows a later exit 4 is no usage error of ours.
     shard_dir.mkdir(parents=True, exist_ok=True)
-    _watch_supervisor()
+    watch_supervisor()
     signal.signal(signal.SIGTERM, _interrupt)
     campaign = Campaign(config["campaign"], config["name"], lease_seconds=config["lease_seconds"])
     try:

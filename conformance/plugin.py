@@ -36,14 +36,13 @@ import shutil
 import signal
 import sys
 import threading
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 
 from conformance.session import PROFILES
-from conformance.supervisor import SUPERVISOR_ENV  # set by ``conv-conformance run`` to its pid
+from conformance.supervisor import SUPERVISOR_ENV, watch_supervisor  # SUPERVISOR_ENV: set by ``conv-conformance run``
 
 _SESSION_KEY = pytest.StashKey["object"]()
 _RUN_KEY = pytest.StashKey["object"]()
@@ -211,7 +210,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(config.stash[_RUN_KEY], "conv-conformance-run")
         _lock_results(config, results)
         _install_signal_handlers(config)
-        _watch_supervisor()
+        watch_supervisor()
         if shard_dir is not None:
             # Made before any adapter loads: its existence tells the supervisor that the options were good and
             # the run began, so a child that then exits 4 or 5 (an adapter's os._exit) is not taken for
@@ -309,22 +308,6 @@ def _install_signal_handlers(config: pytest.Config) -> None:
 def interrupted(config: pytest.Config) -> bool:
     run = config.stash.get(_RUN_KEY, None)
     return run is not None and run.signal is not None
-
-
-def _watch_supervisor() -> None:
-    """Under ``conv-conformance run``: if the supervisor dies, take this run's process group (this process,
-    its xdist workers, whatever adapters started) down rather than run on unwatched."""
-    supervisor = os.environ.get(SUPERVISOR_ENV)
-    if not supervisor or not supervisor.isdigit():
-        return
-
-    def watch() -> None:
-        while os.getppid() == int(supervisor):
-            time.sleep(0.5)
-        with contextlib.suppress(OSError):
-            os.killpg(os.getpgrp(), signal.SIGKILL)
-
-    threading.Thread(target=watch, daemon=True, name="supervisor-watchdog").start()
 
 
 def _seed(config: pytest.Config) -> str | None:

@@ -44,6 +44,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -81,6 +82,23 @@ def thread_budget(workers: int, cpus: int | None = None) -> dict[str, str]:
         return {}
     share = str(max(1, (cpus or os.cpu_count() or 1) // workers))
     return dict.fromkeys(THREAD_VARIABLES, share)
+
+
+def watch_supervisor() -> None:
+    """In the supervised child (pytest, a campaign worker): if the supervisor dies, take this process group (this
+    process, its xdist workers, whatever adapters started) down rather than run on unwatched, with nobody left
+    to write the results (a campaign's lease then expires, and another worker takes the cell)."""
+    supervisor = os.environ.get(SUPERVISOR_ENV, "")
+    if not supervisor.isdigit():
+        return
+
+    def watch() -> None:
+        while os.getppid() == int(supervisor):
+            time.sleep(0.5)
+        with contextlib.suppress(OSError):
+            os.killpg(os.getpgrp(), signal.SIGKILL)
+
+    threading.Thread(target=watch, daemon=True, name="supervisor-watchdog").start()
 
 
 def supervise(pytest_args: list[str], results_path: str, context: dict, *, child: str = _CHILD,

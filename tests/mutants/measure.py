@@ -32,6 +32,7 @@ from conformance.cells import Cell, arithmetic_cells
 from conformance.data import DataRecipe
 from conformance.session import BAD, ConformanceFailure, ConformanceSession, register_profiles
 from conformance.spec import DTYPES, ConvSpec, InvalidSpec
+from conformance.suite.by_id import run_cell
 from conformance.suite.test_invalid import RULES as INVALID_CHAPTER_RULES
 
 #: The adapter every mutant is a broken copy of: it must pass each mutant's minimal failing case.
@@ -124,28 +125,6 @@ class _WatchedSession(ConformanceSession):
         watch = _Watch(super().open_cell(cell_id, adapter))
         self.watches[cell_id] = watch
         return watch
-
-
-def _run_chapter(session: ConformanceSession, adapter: str, cell_id: str) -> None:
-    """Call the chapter's own test function for one cell, as pytest would for ``-k`` selecting it."""
-    from conformance.suite import test_backward, test_forward, test_invalid, test_special_values, test_transposed
-
-    chapter, dims_text, dtype, form = cell_id.split("/")
-    dims = int(dims_text.rstrip("d"))
-    if chapter in _ARITHMETIC:
-        tests = {
-            "forward": test_forward.test_forward,
-            "transposed": test_transposed.test_transposed,
-            "backward": test_backward.test_backward,
-            "transposed-backward": test_backward.test_transposed_backward,
-        }
-        tests[chapter](session, adapter, Cell(chapter, dims, dtype, form))
-    elif chapter == "special":
-        test_special_values.test_special_values(session, adapter, dims, dtype)
-    elif chapter == "invalid":
-        test_invalid.test_invalid_problems_are_rejected(session, adapter, dims, form)
-    else:
-        raise ValueError(f"cell {cell_id!r}: no chapter {chapter!r} to run")
 
 
 # ---------------------------------------------------------------- results
@@ -345,7 +324,7 @@ def _measure_cell(session: _WatchedSession, adapter: str, cell_id: str, with_ref
     start = time.perf_counter()
     message = ""
     try:
-        _run_chapter(session, adapter, cell_id)
+        run_cell(session, adapter, cell_id)
     except ConformanceFailure as failure:
         message = str(failure)
     except pytest.skip.Exception as skipped:
