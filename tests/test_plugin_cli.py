@@ -249,7 +249,7 @@ def test_cell_globs_select_cells_exactly(tmp_path):
     cells = set(_cells(_results(tmp_path / "r.json"), f"{FAULTY}:Correct"))
     # Anchored, unlike -k: transposed-backward/1d/... is not backward/1d/...
     assert cells == {"forward/1d/float64/none"} | {f"backward/1d/float64/{form}" for form in
-                                                    ("none", "symmetric", "asymmetric", "same", "valid")}
+                                                    ("none", "symmetric", "asymmetric", "same", "valid", "fastpath")}
     nothing = _run(tmp_path, "run", "--adapter", f"{FAULTY}:Correct", "--cell", "backwrd/*", "--results", "n.json")
     assert nothing.returncode == 2 and "matches no cell" in nothing.stderr, nothing.stdout + nothing.stderr
 

@@ -51,7 +51,7 @@ def test_the_filter_hides_rows(sample_run):
     with browser.chromium() as driver:
         driver.get((sample_run / "report.html").as_uri())
         every = _visible_rows(driver)
-        assert len(every) == 5  # forward/2d/float64/{none, symmetric, asymmetric, same, valid}
+        assert len(every) == 6  # forward/2d/float64/{none, symmetric, asymmetric, same, valid, fastpath}
 
         _set(driver, "text", "same")
         assert _visible_rows(driver) == ["forward/2d/float64/same"]
@@ -66,7 +66,7 @@ def test_the_filter_hides_rows(sample_run):
         _set(driver, "adapter", "")
         _set(driver, "status", "")
         assert _visible_rows(driver) == every
-        assert "5 of 5 cells shown" in driver.find_element("id", "shown").text
+        assert "6 of 6 cells shown" in driver.find_element("id", "shown").text
         assert browser.console_errors(driver) == []
 
 
