@@ -43,12 +43,18 @@ def register_profiles(database_dir: str = ".hypothesis/conv-conformance") -> Non
         "conv-conformance-ci", max_examples=15, derandomize=True, database=None, **common,
         phases=(Phase.explicit, Phase.generate, Phase.shrink),
     )  # fmt: skip
+    # Said outright, not inherited: a profile's unset settings come from the profile loaded when it is
+    # registered, and under CI=true (GitHub Actions, GitLab, ...) that is Hypothesis's own "ci" profile,
+    # derandomized and without a database: dev and fuzz would then draw the same examples every time and
+    # neither replay nor keep what they found.
+    random_draws: dict[str, Any] = {"derandomize": False, "phases": tuple(Phase)}
     settings.register_profile(
-        "conv-conformance-dev", max_examples=60, database=DirectoryBasedExampleDatabase(database_dir), **common
-    )
+        "conv-conformance-dev", max_examples=60, database=DirectoryBasedExampleDatabase(database_dir), **common,
+        **random_draws,
+    )  # fmt: skip
     settings.register_profile(
         "conv-conformance-fuzz", max_examples=2_000, database=DirectoryBasedExampleDatabase(database_dir),
-        **common,
+        **common, **random_draws,
     )  # fmt: skip
 
 

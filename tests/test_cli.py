@@ -49,3 +49,23 @@ def test_parallel_workers_get_a_share_of_the_cores_each(monkeypatch: pytest.Monk
     assert thread_budget(1, cpus=16) == {}  # one worker: the backend's own default
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert thread_budget(2, cpus=2) == {}  # the user's choice wins
+
+
+def test_dev_and_fuzz_draw_at_random_with_a_database_even_under_ci() -> None:
+    # Under CI=true Hypothesis loads its own "ci" profile (derandomized, no database); profiles inherit what
+    # they do not set from the profile loaded when they are registered, so dev and fuzz must set both.
+    from hypothesis import settings
+
+    from conformance.session import register_profiles
+
+    previous = settings.get_current_profile_name()
+    try:
+        settings.load_profile("ci")
+        register_profiles()
+        for name in ("conv-conformance-dev", "conv-conformance-fuzz"):
+            profile = settings.get_profile(name)
+            assert not profile.derandomize and profile.database is not None, name
+        assert settings.get_profile("conv-conformance-ci").derandomize
+    finally:
+        settings.load_profile(previous)
+        register_profiles()
