@@ -20,7 +20,7 @@ pass.  An invalid problem (one ``spec.validate()`` rejects) must make
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -159,6 +159,28 @@ def device_kind(device: str) -> str:
     return device.split(":", 1)[0]
 
 
+def probe_dtypes(
+    run: Callable[[ConvSpec], object], *, transposed: bool = True, bias: bool = True
+) -> dict[str, str | None]:
+    """Which of the suite's dtypes a backend really runs here, found at start-up rather than assumed.
+
+    ``run`` gets one tiny 1-D problem per dtype (3 inputs, kernel 2, one channel each way), then its transposed
+    twin when ``transposed``, and raises where the backend cannot run it.  Returns dtype -> None where every
+    problem ran, or the first line of what was raised (an adapter quotes it in its notes).
+    """
+    outcome: dict[str, str | None] = {}
+    for dtype in DTYPES:
+        outcome[dtype] = None
+        for flipped in (False, True) if transposed else (False,):
+            spec = ConvSpec(1, 1, input_size=(3,), kernel_size=(2,), dtype=dtype, transposed=flipped, bias=bias)
+            try:
+                run(spec)
+            except Exception as exc:  # whatever failed is what the note quotes
+                outcome[dtype] = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                break
+    return outcome
+
+
 class Adapter(abc.ABC):
     """A backend under test.  Subclass it, or provide the same attributes (duck typing is fine)."""
 
@@ -194,4 +216,4 @@ class Adapter(abc.ABC):
         return None
 
 
-__all__ = ["OPERATIONS", "Adapter", "CannotExpress", "Capabilities", "Grads", "device_kind"]
+__all__ = ["OPERATIONS", "Adapter", "CannotExpress", "Capabilities", "Grads", "device_kind", "probe_dtypes"]

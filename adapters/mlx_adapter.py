@@ -66,7 +66,7 @@ from typing import Any
 
 import numpy as np
 
-from adapters.base import Adapter, CannotExpress, Capabilities, Grads, device_kind
+from adapters.base import Adapter, CannotExpress, Capabilities, Grads, device_kind, probe_dtypes
 from conformance.spec import DTYPES, ConvSpec
 from conformance.tolerance import Precision, default_precision
 
@@ -327,16 +327,11 @@ class Mlx(Adapter):
 
     def _probe(self) -> Capabilities:
         """Declare the dtypes MLX's CPU convolution really runs, found by running one tiny problem each."""
-        dtypes, notes = [], []
-        for dtype in DTYPES:
-            spec = ConvSpec(1, 1, input_size=(3,), kernel_size=(2,), dtype=dtype, bias=False)
-            try:
-                self.forward(spec, np.ones(spec.input_shape), np.ones(spec.weight_shape), None)
-            except Exception as exc:  # whatever failed is quoted in the note
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                notes.append(f"{dtype} does not run on MLX's CPU backend: {first}")
-            else:
-                dtypes.append(dtype)
+        outcome = probe_dtypes(lambda spec: self.forward(spec, np.ones(spec.input_shape), np.ones(spec.weight_shape),
+                                                         None), transposed=False, bias=False)  # fmt: skip
+        dtypes = [dtype for dtype, failure in outcome.items() if failure is None]
+        notes = [f"{dtype} does not run on MLX's CPU backend: {failure}"
+                 for dtype, failure in outcome.items() if failure]  # fmt: skip
         return Capabilities(
             dims=(1, 2, 3),
             dtypes=tuple(dtypes),

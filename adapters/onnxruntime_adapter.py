@@ -54,8 +54,8 @@ from typing import Any
 
 import numpy as np
 
-from adapters.base import Adapter, CannotExpress, Capabilities, device_kind
-from conformance.spec import DTYPES, ConvSpec
+from adapters.base import Adapter, CannotExpress, Capabilities, device_kind, probe_dtypes
+from conformance.spec import ConvSpec
 from conformance.tolerance import default_precision
 
 #: The opset of the model.  22 is the latest revision of both Conv and
@@ -238,22 +238,17 @@ class OnnxRuntime(Adapter):
 
     def _probe(self) -> Capabilities:
         """Declare the dtypes the CPU provider really runs, found by running one tiny problem each."""
-        dtypes, notes = [], []
-        for dtype in DTYPES:
-            failure = None
-            for transposed in (False, True):
-                spec = ConvSpec(1, 1, input_size=(3,), kernel_size=(2,), dtype=dtype, transposed=transposed)
-                try:
-                    self.forward(spec, np.ones(spec.input_shape), np.ones(spec.weight_shape), np.ones(1))
-                except Exception as exc:  # whatever failed is quoted in the note
-                    failure = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                    break
-                finally:
-                    self._sessions.pop(spec, None)
-            if failure is None:
-                dtypes.append(dtype)
-            else:
-                notes.append(f"{dtype} does not run on the CPU provider: {failure}")
+
+        def run(spec: ConvSpec) -> None:
+            try:
+                self.forward(spec, np.ones(spec.input_shape), np.ones(spec.weight_shape), np.ones(1))
+            finally:
+                self._sessions.pop(spec, None)
+
+        outcome = probe_dtypes(run)
+        dtypes = [dtype for dtype, failure in outcome.items() if failure is None]
+        notes = [f"{dtype} does not run on the CPU provider: {failure}"
+                 for dtype, failure in outcome.items() if failure]  # fmt: skip
         return Capabilities(
             dims=(1, 2, 3),
             dtypes=tuple(dtypes),

@@ -72,9 +72,9 @@ from typing import Any
 
 import numpy as np
 
-from adapters.base import Adapter, CannotExpress, Capabilities, device_kind
+from adapters.base import Adapter, CannotExpress, Capabilities, device_kind, probe_dtypes
 from conformance.formats import get_format
-from conformance.spec import DTYPES, ConvSpec
+from conformance.spec import ConvSpec
 from conformance.tolerance import Precision, default_precision
 
 #: spec dtype -> OpenVINO element type name (``ov.Type.<name>``).
@@ -313,15 +313,9 @@ class OpenVino(Adapter):
     def _probe(self) -> Capabilities:
         """Declare the dtypes the CPU plugin really runs, and how, found by running tiny problems."""
         dtypes, precision, notes = [], {}, []
-        for dtype in DTYPES:
-            failure = None
-            for transposed in (False, True):
-                spec = ConvSpec(1, 1, input_size=(3,), kernel_size=(2,), dtype=dtype, transposed=transposed)
-                try:
-                    self._run(spec, np.ones(spec.input_shape), np.ones(spec.weight_shape), np.ones(1))
-                except Exception as exc:  # whatever failed is quoted in the note
-                    failure = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                    break
+        outcome = probe_dtypes(lambda spec: self._run(spec, np.ones(spec.input_shape), np.ones(spec.weight_shape),
+                                                      np.ones(1)))  # fmt: skip
+        for dtype, failure in outcome.items():
             if failure is not None:
                 notes.append(f"{dtype} does not run on the CPU plugin: {failure}")
                 continue

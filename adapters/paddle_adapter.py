@@ -68,7 +68,7 @@ from typing import Any
 
 import numpy as np
 
-from adapters.base import Adapter, CannotExpress, Capabilities, Grads, device_kind
+from adapters.base import Adapter, CannotExpress, Capabilities, Grads, device_kind, probe_dtypes
 from conformance.spec import DTYPES, PADDING_STRINGS, ConvSpec
 from conformance.tolerance import Precision
 
@@ -331,16 +331,9 @@ class Paddle(Adapter):
         """Declare the dtypes Paddle's CPU kernels really run, found by running tiny problems."""
         _paddle()
         dtypes, notes, precision = [], [], {}
-        for dtype in DTYPES:
-            failure = None
-            for transposed in (False, True):
-                spec = ConvSpec(1, 1, input_size=(3,), kernel_size=(2,), dtype=dtype, transposed=transposed)
-                try:
-                    self.backward(spec, np.ones(spec.input_shape), np.ones(spec.weight_shape), np.ones(1),
-                                  np.ones(spec.output_shape))  # fmt: skip
-                except Exception as exc:  # whatever failed is quoted in the note
-                    failure = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                    break
+        outcome = probe_dtypes(lambda spec: self.backward(spec, np.ones(spec.input_shape), np.ones(spec.weight_shape),
+                                                          np.ones(1), np.ones(spec.output_shape)))  # fmt: skip
+        for dtype, failure in outcome.items():
             if failure is not None:
                 notes.append(f"{dtype} does not run on Paddle's CPU kernels: {failure[:200]}")
                 continue

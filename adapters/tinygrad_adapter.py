@@ -68,7 +68,7 @@ from typing import Any
 
 import numpy as np
 
-from adapters.base import Adapter, CannotExpress, Capabilities, Grads, device_kind
+from adapters.base import Adapter, CannotExpress, Capabilities, Grads, device_kind, probe_dtypes
 from conformance.spec import DTYPES, LAYOUTS, PADDING_MODES, ConvSpec
 from conformance.tolerance import Precision
 
@@ -298,27 +298,23 @@ class Tinygrad(Adapter):
 
     def _probe(self) -> Capabilities:
         """Declare the dtypes the CPU device really runs, found by running one tiny problem each."""
-        dtypes, notes = [], []
-        for dtype in DTYPES:
-            failure = None
-            for transposed in (False, True):
-                spec = ConvSpec(1, 1, input_size=(3,), kernel_size=(2,), dtype=dtype, transposed=transposed)
-                try:
-                    with _stderr_captured() as stderr:
-                        got = self.forward(spec, np.ones(spec.input_shape), np.ones(spec.weight_shape), np.ones(1))
-                    if got.ravel().tolist() != ([3.0, 3.0] if not transposed else [2.0, 3.0, 3.0, 2.0]):
-                        failure = f"1-D probe gave {got.ravel().tolist()}"
-                except Exception as exc:  # whatever failed is quoted in the note, with the compiler's first error
-                    errors = [line.strip() for line in stderr.read().splitlines() if "error:" in line]
-                    failure = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
-                    if errors:
-                        failure = f"{errors[0]} ({type(exc).__name__})"
-                if failure is not None:
-                    break
-            if failure is None:
-                dtypes.append(dtype)
-            else:
-                notes.append(f"{dtype} does not run on tinygrad's CPU device here: {failure}")
+
+        def run(spec: ConvSpec) -> None:
+            try:
+                with _stderr_captured() as stderr:
+                    got = self.forward(spec, np.ones(spec.input_shape), np.ones(spec.weight_shape), np.ones(1))
+            except Exception as exc:  # quoted with the compiler's first error, where it printed one
+                errors = [line.strip() for line in stderr.read().splitlines() if "error:" in line]
+                if errors:
+                    raise RuntimeError(f"{errors[0]} ({type(exc).__name__})") from exc
+                raise
+            if got.ravel().tolist() != ([2.0, 3.0, 3.0, 2.0] if spec.transposed else [3.0, 3.0]):
+                raise ValueError(f"1-D probe gave {got.ravel().tolist()}")
+
+        outcome = probe_dtypes(run)
+        dtypes = [dtype for dtype, failure in outcome.items() if failure is None]
+        notes = [f"{dtype} does not run on tinygrad's CPU device here: {failure[:120]}"
+                 for dtype, failure in outcome.items() if failure]  # fmt: skip
         precision = {
             "float64": Precision(None, "float64", "float64"),
             "float32": Precision(None, "float32", "float32"),
