@@ -42,6 +42,8 @@ class CaseResult:
     repro_note: str = ""
     #: error/bound over the plane of the worst failing element (see :mod:`conformance.heatmap`)
     heatmap: dict[str, Any] | None = None
+    #: the most products summed into one element of the products judged (0 when none was)
+    reduction_length: int = 0
     #: what :meth:`add_evidence` needs to make the repro script of a failure run with ``evidence=False``
     pending_repro: tuple | None = field(default=None, repr=False)
 
@@ -134,9 +136,11 @@ def run_case(
         return result
 
     start = time.perf_counter()
-    judged = _judge(spec, operation, precision, answers, x, w, b, gy, always=bool(outcome.modified))
+    lengths = reduction_lengths(spec)
+    judged = _judge(spec, operation, precision, answers, x, w, b, gy, lengths, always=bool(outcome.modified))
     result.seconds_oracle = time.perf_counter() - start
     result.verdicts = {product: verdict for product, (verdict, _) in judged.items()}
+    result.reduction_length = max((lengths["forward" if p == "output" else p] for p in judged), default=0)
     worst = min((v.status for v in result.verdicts.values()), key=_SEVERITY.index, default="passed")
     result.status = worst
     product = result.worst_product
@@ -204,10 +208,10 @@ def _answers(value: Any, spec: ConvSpec, operation: str) -> tuple[dict[str, Any]
 # -------------------------------------------------------------------- judge
 
 
-def _judge(spec, operation, precision: Precision, answers, x, w, b, gy, always: bool = False
+def _judge(spec, operation, precision: Precision, answers, x, w, b, gy, lengths: dict[str, int], always: bool = False
            ) -> dict[str, tuple[Verdict, Any]]:
-    """Per product, its verdict and (when it failed, or ``always``) its per-element requirement."""
-    lengths = reduction_lengths(spec)
+    """Per product, its verdict and (when it failed, or ``always``) its per-element requirement; ``lengths``
+    are :func:`~conformance.data.reduction_lengths` of ``spec``."""
     # Elements no product reaches are zero by structure: tolerance checks them exactly
     # and does not count them as data when it weighs mistrust.
     terms = oracle.term_counts(spec)

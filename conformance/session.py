@@ -89,16 +89,12 @@ def aim(result: Any) -> None:
     """
     from hypothesis import target
 
-    from conformance.data import reduction_lengths
-
     ratio = result.ratio
     if ratio is None or math.isnan(ratio):
         return
     target(min(ratio, _TARGET_CAP), label="worst error/bound")
     target(result.near_bound, label="share of elements near their bound")
-    lengths = reduction_lengths(result.spec)
-    longest = max((lengths["forward" if product == "output" else product] for product in result.verdicts), default=0)
-    target(math.log2(1 + longest), label="log2 products per output element")
+    target(math.log2(1 + result.reduction_length), label="log2 products per output element")
 
 
 class ConformanceFailure(AssertionError):

@@ -223,3 +223,15 @@ def test_a_process_that_closes_its_caller_leaves_no_inflight_record(tmp_path):
         assert run_case(caller, SPEC, DATA).status == "passed"
         assert read_inflight(record) is None  # idle between calls
     assert not record.exists()
+
+
+def test_a_case_carries_its_longest_reduction_for_the_targeted_search() -> None:
+    # What conformance.session.aim reports as "log2 products per output element": the judged products' longest
+    # sum, counted once by the runner (forward: C_in/G x taps; backward: the longest of the three gradients).
+    spec = ConvSpec(in_channels=6, out_channels=4, input_size=(7, 5), kernel_size=(3, 2), groups=2, batch=3)
+    with AdapterCaller("torch") as caller:
+        forward = run_case(caller, spec, DataRecipe("integers", seed=1, scale=2), "forward")
+        backward = run_case(caller, spec, DataRecipe("integers", seed=1, scale=2), "backward")
+    assert forward.status == "passed" and forward.reduction_length == 3 * 3 * 2
+    # grad_bias sums batch x output positions (3 x 5 x 4 = 60), more than grad_weight's or grad_input's
+    assert backward.status == "passed" and backward.reduction_length == 3 * 5 * 4
